@@ -1,0 +1,1 @@
+"""AlexNet compute side: the network, two-GPU placement, training loop, evaluation (torch only)."""

@@ -1,0 +1,1 @@
+"""AlexNet data side: ILSVRC discovery, image normalisation, shards, prepare, PCA, loaders."""

@@ -1,0 +1,1 @@
+"""Thin click front ends wiring alexnet.pipeline to alexnet.model."""
