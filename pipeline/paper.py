@@ -1,0 +1,28 @@
+"""Data-side constants from Krizhevsky, Sutskever & Hinton (2012), each with the section it comes from.
+
+The compute-side constants (kernels, LRN, dropout, the optimiser recipe) live in `alexnet.model`,
+which must not import this package.
+"""
+
+# §2: "we down-sampled the images to a fixed resolution of 256 × 256 ... rescaled the image such
+# that the shorter side was of length 256, and then cropped out the central 256×256 patch".
+STORED_SIZE = 256
+
+# §4.1: "extracting random 224 × 224 patches (and their horizontal reflections) from the 256×256
+# images". Offsets are uniform over 0..STORED_SIZE - CROP_SIZE (= 32) in each axis.
+CROP_SIZE = 224
+MAX_CROP_OFFSET = STORED_SIZE - CROP_SIZE
+
+# §4.1: horizontal reflections, taken with probability one half.
+FLIP_PROBABILITY = 0.5
+
+# §4.1: PCA lighting: "α_i is a random variable drawn from a Gaussian with mean zero and standard
+# deviation 0.1", drawn once per image each time it is used.
+PCA_ALPHA_STD = 0.1
+
+# §4.1: at test time, "extracting five 224 × 224 patches (the four corner patches and the center
+# patch) as well as their horizontal reflections (hence ten patches in all)", softmax averaged.
+TEN_CROPS = 10
+
+# ILSVRC-2012 has 1000 classes (§2); the synthetic default tree has fewer.
+IMAGENET_CLASSES = 1000
