@@ -1,0 +1,98 @@
+"""RGB statistics of the training set for the paper's PCA lighting (§4.1) and normalisation.
+
+Every training image (decoded 256×256) contributes float64 pixel sums and cross-products; the
+shards are processed in parallel and the partial sums merged, so the result does not depend on the
+number of workers. All values in `pca.json` are on the 0–1 pixel scale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PCA_FILE = "pca.json"
+
+
+@dataclass(frozen=True)
+class PcaStats:
+    """Mean, std, covariance and eigen-decomposition of the RGB pixels, on the 0–1 scale.
+
+    `eigvec` holds the eigenvectors as columns (rows are R, G, B), ordered like `eigval` (descending).
+    """
+
+    mean: list[float]
+    std: list[float]
+    covariance: list[list[float]]
+    eigval: list[float]
+    eigvec: list[list[float]]
+    pixel_count: int
+    image_count: int
+    manifest_sha256: str
+
+
+@dataclass
+class Moments:
+    """Running float64 sums of pixels and their cross-products (0–255 scale, exact integers)."""
+
+    n: int = 0
+    images: int = 0
+    total: np.ndarray | None = None
+    cross: np.ndarray | None = None
+
+    def add_image(self, rgb: np.ndarray) -> None:
+        """Accumulate one H×W×3 uint8 image."""
+        x = rgb.reshape(-1, 3).astype(np.float64)
+        self.merge(Moments(len(x), 1, x.sum(axis=0), x.T @ x))
+
+    def merge(self, other: "Moments") -> None:
+        """Add another set of sums (from another worker) to this one."""
+        if other.total is None:
+            return
+        self.n += other.n
+        self.images += other.images
+        self.total = other.total.copy() if self.total is None else self.total + other.total
+        self.cross = other.cross.copy() if self.cross is None else self.cross + other.cross
+
+
+def stats_from_moments(m: Moments, manifest_sha256: str) -> PcaStats:
+    """Mean, covariance and its eigenbasis from the sums, on the 0–1 scale.
+
+    Eigenvectors have a sign fixed so each column sums to ≤ 0 (the published ImageNet first
+    eigenvector is −[0.5675, 0.5808, 0.5836]); the sign does not matter to the lighting itself.
+    """
+    if m.n == 0:
+        raise ValueError("no pixels to compute statistics from")
+    mean = m.total / m.n
+    cov = (m.cross / m.n - np.outer(mean, mean)) / 255.0**2
+    mean = mean / 255.0
+    eigval, eigvec = np.linalg.eigh(cov)
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[order], eigvec[:, order]
+    eigvec = eigvec * np.where(eigvec.sum(axis=0) > 0, -1.0, 1.0)
+    return PcaStats(
+        mean=mean.tolist(),
+        std=np.sqrt(np.diag(cov)).tolist(),
+        covariance=cov.tolist(),
+        eigval=eigval.tolist(),
+        eigvec=eigvec.tolist(),
+        pixel_count=int(m.n),
+        image_count=int(m.images),
+        manifest_sha256=manifest_sha256,
+    )
+
+
+def save_pca(stats: PcaStats, path: Path) -> None:
+    """Write pca.json atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(stats), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def load_pca(path: Path) -> PcaStats:
+    """Read pca.json; a missing file gets a one-line hint to run `alexnet-tools pca-stats`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no PCA statistics; run `alexnet-tools pca-stats --data {path.parent}` first")
+    return PcaStats(**json.loads(path.read_text()))
