@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from alexnet.pipeline.paper import STORED_SIZE
@@ -74,3 +75,9 @@ def prepare_image(path: Path, quality: int, size: int = STORED_SIZE, draft: bool
     """The stored JPEG for one source file, and its source `FORMAT/mode`. Raises BadImage."""
     im, source = load_rgb(path, size, draft)
     return encode_jpeg(resize_center_crop(im, size), quality), source
+
+
+def decode_rgb(jpeg: bytes) -> np.ndarray:
+    """A stored JPEG → H×W×3 uint8 array (Pillow, libjpeg-turbo)."""
+    with Image.open(io.BytesIO(jpeg)) as im:
+        return np.asarray(im.convert("RGB"))

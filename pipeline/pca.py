@@ -8,12 +8,20 @@ number of workers. All values in `pca.json` are on the 0–1 pixel scale.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from alexnet.pipeline.image import decode_rgb
+from alexnet.pipeline.manifest import manifest_path, read_manifest, shard_paths
+from alexnet.pipeline.shards import index_path, iter_samples, read_index, sha256_file
 
 PCA_FILE = "pca.json"
+CHUNK = 128  # images per worker task: small enough to spread one shard over every core
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,53 @@ def load_pca(path: Path) -> PcaStats:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no PCA statistics; run `alexnet-tools pca-stats --data {path.parent}` first")
     return PcaStats(**json.loads(path.read_text()))
+
+
+def _chunk_moments(task: tuple[Path, list]) -> Moments:
+    """Worker: the sums over one chunk of one shard's samples."""
+    tar, entries = task
+    m = Moments()
+    for _, jpeg, _ in iter_samples(tar, entries):
+        m.add_image(decode_rgb(jpeg))
+    return m
+
+
+def plan_chunks(out: Path, manifest: dict, max_images: int | None) -> list[tuple[Path, list]]:
+    """(tar, index entries) tasks over the train split; `max_images` keeps an evenly spread subset."""
+    entries = [(tar, e) for tar in shard_paths(out, manifest, "train") for e in read_index(index_path(tar))]
+    if max_images is not None and max_images < len(entries):
+        keep = np.unique(np.linspace(0, len(entries) - 1, max_images).round().astype(int))
+        entries = [entries[i] for i in keep]
+    tasks: list[tuple[Path, list]] = []
+    for tar, e in entries:
+        if not tasks or tasks[-1][0] != tar or len(tasks[-1][1]) == CHUNK:
+            tasks.append((tar, []))
+        tasks[-1][1].append(e)
+    return tasks
+
+
+def compute_pca(out: Path, max_images: int | None = None, workers: int | None = None) -> PcaStats:
+    """Stream the prepared train images in parallel and return their RGB statistics."""
+    manifest = read_manifest(out)
+    if not manifest["splits"].get("train", {}).get("shards"):
+        raise FileNotFoundError(f"{out}: no prepared train split; run `alexnet-tools prepare --out {out}` first")
+    tasks = plan_chunks(out, manifest, max_images)
+    total = Moments()
+    with Pool(workers or os.cpu_count()) as pool, tqdm(total=sum(len(t[1]) for t in tasks), desc="pca-stats", unit="img") as bar:
+        for m in pool.imap(_chunk_moments, tasks):
+            total.merge(m)
+            bar.update(m.images)
+    return stats_from_moments(total, sha256_file(manifest_path(out)))
+
+
+def format_stats(s: PcaStats) -> str:
+    """A short human-readable print of pca.json."""
+    rows = [
+        f"images {s.image_count}, pixels {s.pixel_count}",
+        "mean   " + " ".join(f"{v:.4f}" for v in s.mean),
+        "std    " + " ".join(f"{v:.4f}" for v in s.std),
+        "eigval " + " ".join(f"{v:.4f}" for v in s.eigval),
+        "eigvec (columns)",
+        *("  " + " ".join(f"{v:+.4f}" for v in row) for row in s.eigvec),
+    ]
+    return "\n".join(rows)

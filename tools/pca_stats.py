@@ -1,0 +1,22 @@
+"""`alexnet-tools pca-stats`: RGB mean, std and PCA eigenbasis of the prepared training images."""
+
+from pathlib import Path
+
+import click
+
+from alexnet.pipeline.pca import PCA_FILE, compute_pca, format_stats, save_pca
+
+
+@click.command("pca-stats")
+@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder `prepare` wrote.")
+@click.option("--max-images", type=click.IntRange(1), help="Use an evenly spread subset of this many images.")
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
+def pca_stats(data: Path, max_images: int | None, workers: int | None) -> None:
+    """Write DATA/pca.json (0–1 scale) for PCA lighting and normalisation, and print it."""
+    try:
+        stats = compute_pca(data, max_images, workers)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    save_pca(stats, data / PCA_FILE)
+    click.echo(format_stats(stats))
+    click.echo(f"→ {data / PCA_FILE}")

@@ -1,0 +1,23 @@
+"""`alexnet-tools verify`: check every shard, index and sample of a prepared folder."""
+
+from pathlib import Path
+
+import click
+
+from alexnet.pipeline.verify import verify
+
+
+@click.command("verify")
+@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder `prepare` wrote.")
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
+def verify_cmd(data: Path, workers: int | None) -> None:
+    """Compare shards with the manifest (bytes, sha256, counts), indexes with their tars, and decode every sample."""
+    try:
+        problems = verify(data, workers)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    for p in problems:
+        click.echo(p)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {data}; re-run prepare (finished shards are kept) or --overwrite")
+    click.echo(f"{data}: all shards, indexes and samples check out")
