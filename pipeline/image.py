@@ -51,17 +51,10 @@ def short_side_size(size: tuple[int, int], short: int) -> tuple[int, int]:
 
 
 def resize_center_crop(im: Image.Image, size: int = STORED_SIZE) -> Image.Image:
-    """Resize the short side to `size`, then take the central size×size patch.
-
-    Only the kept window is resampled (Pillow's `box`), which gives the pixels of a full resize
-    followed by the crop without computing the discarded part.
-    """
-    w, h = im.size
+    """Resize the short side to `size`, then take the central size×size patch (§2)."""
     rw, rh = short_side_size(im.size, size)
     left, top = (rw - size) // 2, (rh - size) // 2
-    sx, sy = w / rw, h / rh
-    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    return im.resize((size, size), RESAMPLE, box=box)
+    return im.resize((rw, rh), RESAMPLE).crop((left, top, left + size, top + size))
 
 
 def encode_jpeg(im: Image.Image, quality: int) -> bytes:

@@ -7,8 +7,9 @@ the last one, so an interrupted `prepare` knows which shards it can keep.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from alexnet.pipeline.files import write_atomic
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -28,14 +29,7 @@ def read_manifest(out: Path) -> dict:
 
 def write_manifest(out: Path, manifest: dict) -> None:
     """Write the manifest to a temporary name, fsync, then rename over the old one."""
-    path = manifest_path(out)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
 
 
 def shard_paths(out: Path, manifest: dict, split: str) -> list[Path]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from alexnet.pipeline.files import write_atomic
 from alexnet.pipeline.image import decode_rgb
 from alexnet.pipeline.manifest import manifest_path, read_manifest, shard_paths
 from alexnet.pipeline.shards import index_path, iter_samples, read_index, sha256_file
@@ -94,9 +95,7 @@ def stats_from_moments(m: Moments, manifest_sha256: str) -> PcaStats:
 
 def save_pca(stats: PcaStats, path: Path) -> None:
     """Write pca.json atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(stats), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(asdict(stats), indent=2) + "\n")
 
 
 def load_pca(path: Path) -> PcaStats:

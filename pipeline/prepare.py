@@ -26,7 +26,8 @@ from alexnet.pipeline import ilsvrc
 from alexnet.pipeline.image import CHROMA_SUBSAMPLING, RESIZE_FILTER, BadImage, prepare_image
 from alexnet.pipeline.manifest import FORMAT_VERSION, manifest_path, read_manifest, write_manifest
 from alexnet.pipeline.paper import STORED_SIZE
-from alexnet.pipeline.shards import TMP_SUFFIX, ShardWriter, index_path, sha256_file, shard_name
+from alexnet.pipeline.files import TMP_SUFFIX
+from alexnet.pipeline.shards import ShardWriter, index_path, sha256_file, shard_name
 
 SPLITS = ("train", "val")
 SHUFFLE_SEED = 0

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from alexnet.pipeline.files import tmp_path, write_atomic
+
 INDEX_VERSION = "v1.2"
-TMP_SUFFIX = ".tmp"
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -49,7 +50,7 @@ class ShardWriter:
 
     def __init__(self, tar_path: Path) -> None:
         self.path = tar_path
-        self.tmp = tar_path.with_name(tar_path.name + TMP_SUFFIX)
+        self.tmp = tmp_path(tar_path)
         self.file = open(self.tmp, "wb")
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.lines: list[str] = []
@@ -76,22 +77,19 @@ class ShardWriter:
 
     def close(self) -> None:
         """Finish the tar, write the index, fsync both, and rename them to their final names."""
-        self.tar.close()
-        _fsync_close(self.file)
-        idx_tmp = self.tmp.with_name(index_path(self.path).name + TMP_SUFFIX)
-        with open(idx_tmp, "w") as f:
-            f.write(f"{INDEX_VERSION} {len(self.lines)}\n")
-            f.writelines(line + "\n" for line in self.lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(idx_tmp, index_path(self.path))
+        try:
+            self.tar.close()
+            _fsync_close(self.file)
+            write_atomic(index_path(self.path), f"{INDEX_VERSION} {len(self.lines)}\n" + "".join(l + "\n" for l in self.lines))
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         """Drop the unfinished shard (its temporary file)."""
         self.file.close()
         self.tmp.unlink(missing_ok=True)
-
 
 
 def _padded(size: int) -> int:

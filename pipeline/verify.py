@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from alexnet.pipeline.image import decode_rgb
 from alexnet.pipeline.manifest import read_manifest
-from alexnet.pipeline.shards import TMP_SUFFIX, index_path, iter_samples, read_index, sha256_file
+from alexnet.pipeline.files import TMP_SUFFIX
+from alexnet.pipeline.shards import index_path, iter_samples, read_index, sha256_file
 
 
 def check_shard(task: tuple[Path, dict, int, int]) -> list[str]:
