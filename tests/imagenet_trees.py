@@ -53,3 +53,14 @@ def write_devkit(folder: Path, labels: list[str], id_order: list[str]) -> None:
     savemat(folder / "meta.mat", {"synsets": synsets})
     ids = [id_order.index(w) + 1 for w in labels]
     (folder / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(map(str, ids)) + "\n")
+
+
+def make_prepared(root: Path, out: Path, per_class: int = 7, shard_size: int = 5) -> Path:
+    """A hand-made tree with flat Kaggle-labelled val, prepared into `out` (returned)."""
+    from alexnet.pipeline.prepare import Settings, prepare
+
+    make_train(root, per_class=per_class)
+    labels = [WNIDS[i % 3] for i in range(4)]
+    write_kaggle_csv(root / "LOC_val_solution.csv", make_flat_val(root, labels), labels)
+    prepare(root=root, out=out, settings=Settings(shard_size=shard_size), workers=2)
+    return out
