@@ -62,6 +62,7 @@ def bench_offline(root: Path, workers: int | None = None, naive_images: int = 30
         out = Path(tmp) / "out"
         _, prepare_s = timed(prepare, root=root, out=out, settings=Settings(shard_size=256), workers=workers)
         decoded, decode_s = timed(decode_all, out, workers)
+        compute_pca(out, 8, workers)  # warm-up: numba's compile (or cache load) is not the steady rate
         stats, pca_s = timed(compute_pca, out, None, workers)
     rates = {
         "prepare": images / prepare_s,

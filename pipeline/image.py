@@ -70,7 +70,13 @@ def prepare_image(path: Path, quality: int, size: int = STORED_SIZE, draft: bool
     return encode_jpeg(resize_center_crop(im, size), quality), source
 
 
+def open_rgb(jpeg: bytes) -> Image.Image:
+    """A stored JPEG decoded to an RGB Pillow image (libjpeg-turbo)."""
+    im = Image.open(io.BytesIO(jpeg))
+    im.load()
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def decode_rgb(jpeg: bytes) -> np.ndarray:
-    """A stored JPEG → H×W×3 uint8 array (Pillow, libjpeg-turbo)."""
-    with Image.open(io.BytesIO(jpeg)) as im:
-        return np.asarray(im.convert("RGB"))
+    """A stored JPEG → H×W×3 uint8 array."""
+    return np.asarray(open_rgb(jpeg))

@@ -41,6 +41,15 @@ def test_cli_matches_plain_numpy(prepared: Path) -> None:
     assert "eigval" in result.output
 
 
+def test_moments_are_exact_integer_sums() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    m = Moments()
+    m.add_image(rgb)
+    x = rgb.reshape(-1, 3).astype(np.int64)
+    assert (m.n, m.images) == (37 * 53, 1)
+    assert (m.total == x.sum(axis=0)).all() and (m.cross == x.T @ x).all()
+
+
 def test_same_result_with_any_number_of_workers(prepared: Path) -> None:
     assert compute_pca(prepared, workers=1) == compute_pca(prepared, workers=2)
 
