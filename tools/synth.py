@@ -1,0 +1,19 @@
+"""`alexnet-tools synth`: write a small synthetic ILSVRC-2012-shaped tree."""
+
+from pathlib import Path
+
+import click
+
+from alexnet.pipeline.synth import write_tree
+
+
+@click.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--classes", default=10, show_default=True, type=click.IntRange(2, 1000))
+@click.option("--train-per-class", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--val-per-class", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+def synth(out: Path, classes: int, train_per_class: int, val_per_class: int, seed: int) -> None:
+    """Write train/<wnid>/*.JPEG, flat val/ with LOC_val_solution.csv, and LOC_synset_mapping.txt."""
+    summary = write_tree(out, classes, train_per_class, val_per_class, seed)
+    click.echo(summary)
