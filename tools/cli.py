@@ -4,16 +4,18 @@ import click
 
 from alexnet.tools.pca_stats import pca_stats
 from alexnet.tools.prepare import prepare_cmd
+from alexnet.tools.summary import summary
 from alexnet.tools.synth import synth
 from alexnet.tools.verify import verify_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Offline tools: make a synthetic ILSVRC tree, prepare shards, PCA statistics, verify."""
+    """Offline tools: make a synthetic ILSVRC tree, prepare shards, PCA statistics, verify; the model summary."""
 
 
 main.add_command(synth)
 main.add_command(prepare_cmd)
 main.add_command(pca_stats)
 main.add_command(verify_cmd)
+main.add_command(summary)

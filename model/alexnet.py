@@ -1,0 +1,125 @@
+"""The paper's network (Krizhevsky et al. 2012, §3 and Figure 2) as one single-device module.
+
+The two GPU columns are kept as groups: conv2, conv4 and conv5 have groups=2, so each column's
+half of the kernels sees only its own column's half of the previous layer, and local response
+normalisation runs within each column's channels, as it did on each GPU. conv3, fc6, fc7 and fc8
+read both columns. towers.py splits this same module across two devices.
+
+    input   3×224×224
+    conv1   96×11×11 /4 pad 2 → 96×55×55, ReLU, LRN, max-pool 3/2 → 27×27
+    conv2   256×5×5 pad 2, groups 2 → 256×27×27, ReLU, LRN, max-pool 3/2 → 13×13
+    conv3   384×3×3 pad 1 → 384×13×13, ReLU
+    conv4   384×3×3 pad 1, groups 2 → 384×13×13, ReLU
+    conv5   256×3×3 pad 1, groups 2 → 256×13×13, ReLU, max-pool 3/2 → 6×6
+    fc6     9216 → 4096, ReLU, dropout
+    fc7     4096 → 4096, ReLU, dropout
+    fc8     4096 → classes (logits; softmax is in the loss)
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.model.paper import (
+    BIAS_ONE_LAYERS,
+    COLUMNS,
+    DROPOUT,
+    FC_WIDTH,
+    IMAGE_SIZE,
+    INIT_STD,
+    KERNELS,
+    LRN_ALPHA,
+    LRN_BETA,
+    LRN_K,
+    LRN_SIZE,
+    NUM_CLASSES,
+    POOL_KERNEL,
+    POOL_STRIDE,
+)
+
+POOL5_SIDE = 6  # spatial side after pool5 for a 224 input: 224 → 55 → 27 → 13 → 6
+
+
+class ResponseNorm(nn.Module):
+    """§3.3 local response normalisation across channels, within each of `columns` channel groups.
+
+    The paper divides by (k + α Σ a_j²)^β over n neighbouring channels. torch.nn.LocalResponseNorm
+    computes (k + alpha/n · Σ a_j²)^β, i.e. it averages the squares, so it is given alpha = α·n
+    (5e-4) to get the paper's plain sum. Its window is channels i-2..i+2 clipped at the ends, as in
+    the paper. With columns=2 each column's channels are normalised on their own, as each GPU did.
+    """
+
+    def __init__(self, columns: int = COLUMNS) -> None:
+        super().__init__()
+        self.columns = columns
+        self.lrn = nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.columns == 1:
+            return self.lrn(x)
+        return torch.cat([self.lrn(part) for part in x.chunk(self.columns, dim=1)], dim=1)
+
+
+def max_pool() -> nn.MaxPool2d:
+    """§3.4 overlapping max pooling: 3×3 windows, stride 2."""
+    return nn.MaxPool2d(POOL_KERNEL, POOL_STRIDE)
+
+
+class AlexNet(nn.Module):
+    """The paper's network on one device: 60,965,224 parameters with 1000 classes.
+
+    `dropout` is the drop probability on fc6's and fc7's outputs (0 turns it off, for tests).
+    Inputs are [B, 3, 224, 224] of any float dtype (cast to the weights' dtype unless autocast is on)
+    in either memory format; call `.to(memory_format=torch.channels_last)` for the NHWC kernels.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = KERNELS
+        self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
+        self.norm1 = ResponseNorm()
+        self.pool1 = max_pool()
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=COLUMNS)
+        self.norm2 = ResponseNorm()
+        self.pool2 = max_pool()
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=COLUMNS)
+        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=COLUMNS)
+        self.pool5 = max_pool()
+        self.fc6 = nn.Linear(c5 * POOL5_SIDE * POOL5_SIDE, FC_WIDTH)
+        # §4.2 zeroes "the output of each hidden neuron" of fc6 and fc7, so dropout follows their
+        # ReLUs (as in Caffe's reference net); torchvision instead drops fc6's and fc7's inputs.
+        self.drop6 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(FC_WIDTH, FC_WIDTH)
+        self.drop7 = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(FC_WIDTH, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.conv1.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.conv1.weight.dtype)
+        x = self.pool1(self.norm1(F.relu(self.conv1(x))))
+        x = self.pool2(self.norm2(F.relu(self.conv2(x))))
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(x))
+        x = self.pool5(F.relu(self.conv5(x)))
+        x = torch.flatten(x, 1)
+        x = self.drop6(F.relu(self.fc6(x)))
+        x = self.drop7(F.relu(self.fc7(x)))
+        return self.fc8(x)
+
+
+def init_weights(model: nn.Module) -> None:
+    """§5: every weight ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
+
+    Layers are matched by name, so this serves AlexNet and each tower's column alike.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in BIAS_ONE_LAYERS else 0.0)
+
+
+def example_input(batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A standard-normal batch of the input size (for shape checks and summaries)."""
+    return torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
