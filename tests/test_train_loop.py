@@ -186,13 +186,6 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path: Path, load
         assert torch.equal(v["momentum_buffer"], opt_split["state"][k]["momentum_buffer"])
 
 
-def he_init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-
-
 def test_alexnet_overfits_32_images() -> None:
     """The paper's network and SGD recipe drive the loss on 32 images to near zero in 14 full-batch steps.
 
@@ -201,8 +194,7 @@ def test_alexnet_overfits_32_images() -> None:
     the paper's init needs far more steps than a CPU test can take before the loss moves.
     """
     torch.manual_seed(0)
-    model = AlexNet(num_classes=8, dropout=0.0)
-    he_init(model)
+    model = AlexNet(num_classes=8, dropout=0.0, init="kaiming")
     g = torch.Generator().manual_seed(0)
     images = nn.functional.interpolate(torch.randn(32, 3, 4, 4, generator=g), size=224, mode="bilinear")  # smooth colour fields
     labels = torch.arange(32) % 8
