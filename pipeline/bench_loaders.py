@@ -49,9 +49,12 @@ class Measurement:
         return self.cpu_seconds / self.seconds
 
     @property
-    def images_per_cpu_s(self) -> float:
-        """Images per CPU-second: the cost per image, whatever else the machine was doing."""
-        return self.images / self.cpu_seconds
+    def images_per_cpu_s(self) -> float | None:
+        """Images per CPU-second: the cost per image, whatever else the machine was doing.
+
+        The kernel counts CPU time in clock ticks (10 ms), so a very short run may read 0: then None.
+        """
+        return self.images / self.cpu_seconds if self.cpu_seconds > 0 else None
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "images_per_s": self.images_per_s, "cpu_cores": self.cpu_cores, "images_per_cpu_s": self.images_per_cpu_s}
@@ -272,9 +275,8 @@ def format_table(result: BenchResult) -> str:
     ]
     for name, m, vs_torch, vs_ceiling in rows:
         t = "" if vs_torch is None else f"{vs_torch:.2f}"
-        lines.append(
-            f"{name:<27}{m['images_per_s']:>10.0f}{t:>9}{vs_ceiling:>11.2f}{m['cpu_cores']:>11.2f}{m['images_per_cpu_s']:>14.0f}"
-        )
+        per_cpu = "-" if m["images_per_cpu_s"] is None else f"{m['images_per_cpu_s']:.0f}"
+        lines.append(f"{name:<27}{m['images_per_s']:>10.0f}{t:>9}{vs_ceiling:>11.2f}{m['cpu_cores']:>11.2f}{per_cpu:>14}")
     return "\n".join(lines)
 
 
