@@ -8,6 +8,7 @@ import click
 from alexnet.pipeline.bench_loaders import WARMUP_BATCHES, format_table, plot, run_bench
 from alexnet.pipeline.loaders import LOADER_KINDS
 from alexnet.tools.bench_offline import offline
+from alexnet.tools.bench_train import train_bench
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,3 +59,4 @@ def loaders(
 
 
 main.add_command(offline)
+main.add_command(train_bench)
