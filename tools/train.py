@@ -58,7 +58,7 @@ def build_model(num_classes: int, init: str, parallel: str, device: torch.device
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
 @click.option("--resume", type=click.Path(exists=True, path_type=Path), help="A run folder or its last.pt: continue it exactly.")
-@click.option("--eval-only", is_flag=True, help="Evaluate the --resume checkpoint on the validation split and exit.")
+@click.option("--eval-only", is_flag=True, help="Evaluate the --resume checkpoint (a folder's best.pt, else its last.pt) on the validation split and exit.")
 @click.option("--ten-crop", is_flag=True, help="Validate with the paper's ten crops (§4.1).")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (the CPU runs float32).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
@@ -72,6 +72,12 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
         raise click.ClickException("--device cuda: no CUDA device is visible; use --device cpu")
     if eval_only and resume is None:
         raise click.ClickException("--eval-only needs --resume CKPT (a run folder or its last.pt / best.pt)")
+    if resume is not None and resume.is_dir() and not (resume / "last.pt").is_file():
+        raise click.ClickException(f"--resume {resume}: no last.pt in that folder, so there is no run to continue or evaluate")
+    run_dir = (resume if resume.is_dir() else resume.parent) if resume else run_dir
+    run_dir = run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{loader_kind}"
+    if resume is None and (run_dir / "last.pt").exists():
+        raise click.ClickException(f"{run_dir} holds a run already; continue it with --resume {run_dir}, or pick another --run-dir")
     try:
         num_classes = len(read_manifest(data)["classes"])
     except FileNotFoundError as e:
@@ -83,12 +89,12 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
         return make_loader(loader_kind, data, split, batch_size, placement.device, seed=seed, rank=placement.rank,
                            world_size=placement.world_size, workers=workers, **kw)
 
+    loaders = [loader("val", ten_crop=ten_crop)]
     try:
-        val = loader("val", ten_crop=ten_crop)
         if eval_only:
-            ckpt = resume / "best.pt" if resume.is_dir() else resume
+            ckpt = (resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt") if resume.is_dir() else resume
             model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-            r = evaluate(model, val, ten_crop=ten_crop, amp=amp)
+            r = evaluate(model, loaders[0], ten_crop=ten_crop, amp=amp)
             if placement.is_main:
                 click.echo(json.dumps({"checkpoint": str(ckpt), "images": r.images, "loss": r.loss,
                                        "top1_err": r.top1_err, "top5_err": r.top5_err, "ten_crop": ten_crop}))
@@ -98,17 +104,15 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
             step_epochs=tuple(int(e) for e in lr_steps.split(",") if e.strip()), max_steps=max_steps, log_every=log_every,
             ten_crop=ten_crop, amp=amp, compile=compile_model, seed=seed,
         )
-        run_dir = (resume if resume.is_dir() else resume.parent) if resume else run_dir
-        run_dir = run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{loader_kind}"
-        if resume is None and (run_dir / "last.pt").exists():
-            raise click.ClickException(f"{run_dir} holds a run already; continue it with --resume {run_dir}, or pick another --run-dir")
         info = {"data": str(data), "loader": loader_kind, "batch_size": batch_size, "parallel": parallel, "init": init}
-        state = train(model, loader("train"), val, cfg, run_dir, placement=placement, info=info, resume=resume is not None)
+        loaders.append(loader("train"))
+        state = train(model, loaders[1], loaders[0], cfg, run_dir, placement=placement, info=info, resume=resume is not None)
         if placement.is_main:
             click.echo(f"stopped at epoch {state.epoch}, step {state.step}; last validation: {state.last_eval}; run folder: {run_dir}")
     finally:
+        for each in loaders:
+            each.close()
         distributed.teardown()
-
 
 if __name__ == "__main__":
     main()
