@@ -45,10 +45,17 @@ def decode_all(out: Path, workers: int) -> int:
         return sum(pool.map(_decode_shard, shard_paths(out, read_manifest(out), "train")))
 
 
-def timed(fn, *args, **kwargs) -> tuple[object, float]:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (pool workers are reaped on close)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float, float]:
+    """fn's value, its wall time, and the CPU time it took (which the machine's other load does not change)."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
+    return value, time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def bench_offline(root: Path, workers: int | None = None, naive_images: int = 300) -> dict:
@@ -57,25 +64,30 @@ def bench_offline(root: Path, workers: int | None = None, naive_images: int = 30
     _, splits = plan_splits(root, None)
     images = sum(len(s) for s in splits.values())
     sample = [s.path for s in splits["train"][:naive_images]]
-    naive_n, naive_s = timed(naive_prepare, root, sample, Settings().quality)
+    naive_n, naive_s, naive_cpu = timed(naive_prepare, root, sample, Settings().quality)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        _, prepare_s = timed(prepare, root=root, out=out, settings=Settings(shard_size=256), workers=workers)
-        decoded, decode_s = timed(decode_all, out, workers)
+        _, prepare_s, prepare_cpu = timed(prepare, root=root, out=out, settings=Settings(shard_size=256), workers=workers)
+        decoded, decode_s, decode_cpu = timed(decode_all, out, workers)
         compute_pca(out, 8, workers)  # warm-up: numba's compile (or cache load) is not the steady rate
-        stats, pca_s = timed(compute_pca, out, None, workers)
-    rates = {
-        "prepare": images / prepare_s,
-        "naive_prepare": naive_n / naive_s,
-        "pca_stats": stats.image_count / pca_s,
-        "plain_decode": decoded / decode_s,
+        stats, pca_s, pca_cpu = timed(compute_pca, out, None, workers)
+    rows = {
+        "prepare": (images, prepare_s, prepare_cpu),
+        "naive_prepare": (naive_n, naive_s, naive_cpu),
+        "pca_stats": (stats.image_count, pca_s, pca_cpu),
+        "plain_decode": (decoded, decode_s, decode_cpu),
     }
+    rate = {k: n / s for k, (n, s, _) in rows.items()}
+    per_cpu = {k: n / c for k, (n, _, c) in rows.items()}
     return {
         "workers": workers,
         "images": images,
-        "images_per_s": rates,
-        "prepare_vs_naive": rates["prepare"] / rates["naive_prepare"],
+        "images_per_s": rate,
+        "images_per_cpu_s": per_cpu,
+        "prepare_vs_naive": rate["prepare"] / rate["naive_prepare"],
+        "prepare_vs_naive_per_cpu": per_cpu["prepare"] / per_cpu["naive_prepare"],
         "prepare_goal": 0.9 * workers,
-        "pca_vs_decode": rates["pca_stats"] / rates["plain_decode"],
+        "pca_vs_decode": rate["pca_stats"] / rate["plain_decode"],
+        "pca_vs_decode_per_cpu": per_cpu["pca_stats"] / per_cpu["plain_decode"],
         "pca_goal": 0.8,
     }
