@@ -41,9 +41,9 @@ import torch
 from alexnet.pipeline.pca import PCA_FILE, PcaStats, load_pca
 from alexnet.pipeline.shards import index_path, read_index
 
-LoaderKind = Literal["dali", "torch"]
+LoaderKind = Literal["dali", "torch", "ffcv", "ffcv-raw"]
 LastBatch = Literal["drop", "partial"]
-LOADER_KINDS: tuple[str, ...] = ("dali", "torch")
+LOADER_KINDS: tuple[str, ...] = ("dali", "torch", "ffcv", "ffcv-raw")  # ffcv-raw: the beton of decoded pixels
 OUTPUT_DTYPES = (torch.float32, torch.float16)
 SHUFFLE_BUFFER = 4096  # DALI's shuffle buffer (samples): about four shards of the shuffled shard order
 
@@ -128,6 +128,10 @@ def make_loader(
         from alexnet.pipeline.torch_loader import TorchLoader
 
         return TorchLoader(config, **options)
+    if kind in ("ffcv", "ffcv-raw"):
+        from alexnet.pipeline.ffcv_loader import FfcvLoader
+
+        return FfcvLoader(config, mode="raw" if kind == "ffcv-raw" else "jpg", **options)
     raise ValueError(f"unknown loader {kind!r}; choose one of {', '.join(LOADER_KINDS)}")
 
 

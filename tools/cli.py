@@ -2,6 +2,7 @@
 
 import click
 
+from alexnet.tools.export_ffcv import export_ffcv
 from alexnet.tools.pca_stats import pca_stats
 from alexnet.tools.prepare import prepare_cmd
 from alexnet.tools.summary import summary
@@ -11,7 +12,7 @@ from alexnet.tools.verify import verify_cmd
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Offline tools: make a synthetic ILSVRC tree, prepare shards, PCA statistics, verify; the model summary."""
+    """Offline tools: make a synthetic ILSVRC tree, prepare shards, PCA statistics, verify, FFCV export; the model summary."""
 
 
 main.add_command(synth)
@@ -19,3 +20,4 @@ main.add_command(prepare_cmd)
 main.add_command(pca_stats)
 main.add_command(verify_cmd)
 main.add_command(summary)
+main.add_command(export_ffcv)

@@ -89,7 +89,10 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
         return make_loader(loader_kind, data, split, batch_size, placement.device, seed=seed, rank=placement.rank,
                            world_size=placement.world_size, workers=workers, **kw)
 
-    loaders = [loader("val", ten_crop=ten_crop)]
+    try:
+        loaders = [loader("val", ten_crop=ten_crop)]
+    except (FileNotFoundError, ImportError) as e:  # no pca.json, no export-ffcv yet, FFCV not installed
+        raise click.ClickException(str(e)) from None
     try:
         if eval_only:
             ckpt = (resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt") if resume.is_dir() else resume
