@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: a synthetic ILSVRC-shaped tree.
-# Runs the whole chain: synth → prepare → pca-stats → verify → bench loaders → train → curves.
+# Runs the whole chain: synth → prepare → pca-stats → verify → export-ffcv → bench loaders → train.
 set -euo pipefail
 demo=${1:-demo-data}
 say() { printf '\n== %s\n' "$*"; }
@@ -21,8 +21,11 @@ alexnet-tools pca-stats --data "$demo/shards"
 say "alexnet-tools verify: every shard, index and sample against the manifest"
 alexnet-tools verify --data "$demo/shards"
 
-say "alexnet-bench loaders: DALI against the PyTorch DataLoader baseline and the decode ceiling"
-alexnet-bench loaders --data "$demo/shards" --batch-size 128 --batches 10 \
+say "alexnet-tools export-ffcv: the same shards as FFCV files, for the third loader"
+alexnet-tools export-ffcv --data "$demo/shards"
+
+say "alexnet-bench loaders: DALI and FFCV against the PyTorch DataLoader baseline and the decode ceiling"
+alexnet-bench loaders --data "$demo/shards" --loaders dali,torch,ffcv --batch-size 128 --batches 10 \
   --json "$demo/bench-loaders.json" --plot "$demo/bench-loaders.png"
 
 say "alexnet-tools summary: the paper's network"
