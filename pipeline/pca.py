@@ -74,25 +74,34 @@ def _pixel_sums(pixels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Moments:
-    """Exact integer sums of pixels and of their cross-products (0–255 scale)."""
+    """Exact integer sums of pixels and of their cross-products (0–255 scale).
+
+    `sums` is [Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb], as `_pixel_sums` returns it.
+    """
 
     n: int = 0
     images: int = 0
-    total: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
-    cross: np.ndarray = field(default_factory=lambda: np.zeros((3, 3), np.int64))
+    sums: np.ndarray = field(default_factory=lambda: np.zeros(9, np.int64))
 
     def add_image(self, rgb: np.ndarray) -> None:
-        """Accumulate one H×W×3 uint8 image."""
-        s = _pixel_sums(rgb.reshape(-1, 3))
-        cross = s[[3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(3, 3)
-        self.merge(Moments(rgb.shape[0] * rgb.shape[1], 1, s[:3], cross))
+        """Accumulate one H×W×3 uint8 image (in place: this runs once per image)."""
+        self.sums += _pixel_sums(rgb.reshape(-1, 3))
+        self.n += rgb.shape[0] * rgb.shape[1]
+        self.images += 1
 
     def merge(self, other: "Moments") -> None:
         """Add another set of sums (from another worker) to this one."""
+        self.sums += other.sums
         self.n += other.n
         self.images += other.images
-        self.total = self.total + other.total
-        self.cross = self.cross + other.cross
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.sums[:3]
+
+    @property
+    def cross(self) -> np.ndarray:
+        return self.sums[[3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(3, 3)
 
 
 def stats_from_moments(m: Moments, manifest_sha256: str) -> PcaStats:
