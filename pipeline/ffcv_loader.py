@@ -48,10 +48,7 @@ from alexnet.pipeline.augment import CENTER_OFFSET, TEN_CROP_OFFSETS, lighting_s
 from alexnet.pipeline.ffcv_export import Mode, beton_path, export_hint, import_ffcv
 from alexnet.pipeline.loaders import (
     LoaderConfig,
-    Position,
-    batches_per_epoch,
-    check_state,
-    config_fingerprint,
+    SeededEpochs,
     derive_seed,
     load_stats,
     rank_slice,
@@ -70,7 +67,6 @@ from ffcv.pipeline.state import State  # noqa: E402
 from ffcv.transforms import Squeeze, ToDevice, ToTensor  # noqa: E402
 from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
 
-KIND = "ffcv"
 U64 = np.uint64
 GOLDEN = U64(0x9E3779B97F4A7C15)
 MIX1, MIX2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
@@ -266,7 +262,7 @@ def to_device(device: torch.device) -> list[Operation]:
     return [] if device.type == "cpu" else [ToDevice(device, non_blocking=True)]
 
 
-class FfcvLoader:
+class FfcvLoader(SeededEpochs):
     """The FFCV loader behind `make_loader("ffcv", …)`; the contract is in `alexnet.pipeline.loaders`.
 
     Options: `mode` ("jpg": stored JPEGs, the default; "raw": decoded pixels) picks the beton,
@@ -275,6 +271,8 @@ class FfcvLoader:
     Threads: `config.workers` (every core by default), capped at numba's thread count; FFCV
     also sets torch's process-wide thread count to it at every pass.
     """
+
+    kind = "ffcv"
 
     def __init__(self, config: LoaderConfig, mode: Mode = "jpg", os_cache: bool = True, batches_ahead: int = 3) -> None:
         self.config = config
@@ -293,12 +291,8 @@ class FfcvLoader:
             pipelines={"image": image_pipeline(config, self.key), "label": label_pipeline(config)},
         )
         check_images(self.ffcv.reader.metadata[f"f{self.ffcv.field_name_to_f_ix['image']}"], self.path)
-        self.position = Position(config.epoch)
-        self._resuming = False
+        self.start_at(config.epoch)
         self._running: Iterator | None = None
-
-    def __len__(self) -> int:
-        return batches_per_epoch(self.samples, self.config)
 
     def epoch_part(self, epoch: int) -> np.ndarray:
         """This rank's sample ids of `epoch`, in order, trimmed by the last-batch policy."""
@@ -306,18 +300,10 @@ class FfcvLoader:
         part = sample_order(self.samples, c, epoch)[rank_slice(self.samples, c.rank, c.world_size)]
         return part[: samples_per_epoch(self.samples, c)].astype(np.uint64)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its first batch on the next iteration."""
-        self.position = Position(epoch)
-        self._resuming = False
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if not self._resuming:
-            self.position.batch = 0
-        self._resuming = False
+        start = self.begin_pass() * self.config.batch_size
         self._stop()
         c, epoch = self.config, self.position.epoch
-        start = self.position.batch * c.batch_size
         ids = self.epoch_part(epoch)[start:]
         if len(ids) == 0:
             return
@@ -350,16 +336,6 @@ class FfcvLoader:
         if self._running is not None:
             stop(self._running)
             self._running = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """Epoch and batches handed out: with the given order and keyed draws, that is the whole state."""
-        return {"kind": KIND, "config": config_fingerprint(self.config), **self.position.as_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from `state` on the next iteration (batch `state["batch"]` of its epoch)."""
-        check_state(state, KIND, self.config)
-        self.position = Position(state["epoch"], state["batch"])
-        self._resuming = True
 
     def close(self) -> None:
         """Stop FFCV's loading thread."""

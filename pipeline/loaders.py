@@ -209,6 +209,46 @@ class Position:
         return {"epoch": self.epoch, "batch": self.batch}
 
 
+class SeededEpochs:
+    """Epoch bookkeeping for loaders whose batches are a function of (seed, epoch, batch index).
+
+    For them the position (epoch, batches handed out) is the whole resume state. A subclass sets
+    `kind`, `config` and `samples`, calls `start_at(config.epoch)`, and begins every pass with
+    `begin_pass()`, which gives the batch to start from: 0, or once the one `load_state_dict` set.
+    """
+
+    kind: str
+    config: LoaderConfig
+    samples: int
+
+    def start_at(self, epoch: int) -> None:
+        self.position = Position(epoch)
+        self._resuming = False
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.samples, self.config)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch on the next iteration."""
+        self.start_at(epoch)
+
+    def begin_pass(self) -> int:
+        if not self._resuming:
+            self.position.batch = 0
+        self._resuming = False
+        return self.position.batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batches handed out: with the seeded order and draws, that is the whole state."""
+        return {"kind": self.kind, "config": config_fingerprint(self.config), **self.position.as_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state` on the next iteration (batch `state["batch"]` of its epoch)."""
+        check_state(state, self.kind, self.config)
+        self.position = Position(state["epoch"], state["batch"])
+        self._resuming = True
+
+
 def check_state(state: dict[str, Any], kind: str, config: LoaderConfig) -> None:
     """Refuse a state saved by another kind of loader or with other knobs that change the order."""
     saved = state.get("config", {})

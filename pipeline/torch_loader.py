@@ -39,10 +39,8 @@ from alexnet.pipeline.augment import (
 )
 from alexnet.pipeline.loaders import (
     LoaderConfig,
-    Position,
+    SeededEpochs,
     batches_per_epoch,
-    check_state,
-    config_fingerprint,
     list_shards,
     load_stats,
     rank_slice,
@@ -150,8 +148,10 @@ class EpochBatches:
             yield [(int(i), self.epoch) for i in part[k * c.batch_size : (k + 1) * c.batch_size]]
 
 
-class TorchLoader:
+class TorchLoader(SeededEpochs):
     """The PyTorch loader behind `make_loader("torch", …)`; the contract is in `alexnet.pipeline.loaders`."""
+
+    kind = "torch"
 
     def __init__(self, config: LoaderConfig, prefetch_factor: int = 2) -> None:
         self.config = config
@@ -170,22 +170,10 @@ class TorchLoader:
             persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
         )
-        self.position = Position(config.epoch)
-        self._resuming = False
-
-    def __len__(self) -> int:
-        return batches_per_epoch(self.samples, self.config)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its first batch on the next iteration."""
-        self.position = Position(epoch)
-        self._resuming = False
+        self.start_at(config.epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if not self._resuming:
-            self.position.batch = 0
-        self._resuming = False
-        self.sampler.epoch, self.sampler.start = self.position.epoch, self.position.batch
+        self.sampler.epoch, self.sampler.start = self.position.epoch, self.begin_pass()
         if self.position.batch >= len(self):
             return
         device = self.config.device
@@ -194,16 +182,6 @@ class TorchLoader:
             batch = finish(batch, self.pca, self.config.dtype)
             self.position.batch += 1
             yield (batch.images, batch.labels, batch.draws) if self.config.with_draws else (batch.images, batch.labels)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Epoch and batches handed out: with the seeded order and draws, that is the whole state."""
-        return {"kind": "torch", "config": config_fingerprint(self.config), **self.position.as_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from `state` on the next iteration (batch `state["batch"]` of its epoch)."""
-        check_state(state, "torch", self.config)
-        self.position = Position(state["epoch"], state["batch"])
-        self._resuming = True
 
     def close(self) -> None:
         """Stop the worker processes."""
