@@ -288,7 +288,7 @@ def plot(result: BenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     j = result.to_json()
-    names = ["Pillow decode\n(ceiling)"] + (["DALI CPU decode"] if j["dali_decode_ceiling"] else []) + list(j["loaders"])
+    names = ["Pillow decode\n(ceiling)"] + (["DALI CPU\ndecode"] if j["dali_decode_ceiling"] else []) + list(j["loaders"])
     rates = [j["decode_ceiling"]["images_per_s"]]
     rates += [j["dali_decode_ceiling"]["images_per_s"]] if j["dali_decode_ceiling"] else []
     rates += [m["images_per_s"] for m in j["loaders"].values()]
