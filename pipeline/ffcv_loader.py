@@ -38,7 +38,7 @@ on average and a few at most; from `raw` betons they are Pillow's exactly.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numba
 import numpy as np

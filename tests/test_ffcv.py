@@ -1,17 +1,11 @@
-"""`export-ffcv` and the FFCV loader, held to the shard contents, the batch contract and the spec.
+"""`export-ffcv`, and what is particular to the FFCV loader: its keyed draws and its threads.
 
-Tiny synthetic shards as in test_loaders.py: every sample has its own label (train 0..47 in
-shard order, so a training label is also the sample's id; val 100..120).
-
-Decoder tolerance, in pixel levels (0–255) before normalisation: `raw` betons hold Pillow's
-pixels, so only float rounding is allowed. From `jpg` betons FFCV decodes with libjpeg-turbo's
-fast integer IDCT (TJFLAG_FASTDCT, fixed in libffcv) where Pillow uses the accurate one: on
-these noisy q90 images that differs by about one level on average and a handful at most
-(measured 1.0 and 6), so 8 anywhere and 1.5 on average are allowed.
+The contract and spec tests every loader shares (FFCV's included) are in test_loaders.py; the
+tiny shards are loader_data's (train labels 0..47 in shard order, so a training label is also
+the sample's id; val 100..120).
 """
 
 import io
-import pickle
 import sys
 import threading
 from pathlib import Path
@@ -21,60 +15,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from loader_data import BATCH, PCA, QUALITY, decode_stored, write_prepared
 from scipy.stats import chisquare
 
-from alexnet.pipeline import augment
 from alexnet.pipeline.files import TMP_SUFFIX
 from alexnet.pipeline.image import encode_jpeg
-from alexnet.pipeline.loaders import LoaderConfig
+from alexnet.pipeline.loaders import make_loader
 from alexnet.pipeline.manifest import read_manifest, write_manifest
 from alexnet.pipeline.paper import MAX_CROP_OFFSET, PCA_ALPHA_STD
-from alexnet.pipeline.pca import PCA_FILE, PcaStats, save_pca
+from alexnet.pipeline.pca import PCA_FILE, save_pca
 from alexnet.pipeline.shards import ShardWriter, iter_samples, shard_name
 
-TRAIN_SHARDS = [20, 20, 8]  # 48 samples; the last shard short
-VAL_SHARDS = [16, 5]  # 21 samples: odd, so ranks and batches never divide it
-VAL_LABEL0 = 100
-BATCH = 8
-QUALITY = 90
-MODES = ["jpg", "raw"]
-TOLERANCE = {"raw": (1e-3, 1e-4), "jpg": (8.0, 1.5)}  # (max, mean) levels; see the docstring
-EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
-PCA = PcaStats(
-    mean=[0.48, 0.46, 0.41], std=[0.23, 0.22, 0.225], covariance=np.eye(3).tolist(),
-    eigval=[0.2175, 0.0188, 0.0045], eigvec=EIGVEC.tolist(), pixel_count=1, image_count=1, manifest_sha256="",
-)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 needs_ffcv = pytest.mark.skipif(
     __import__("importlib").util.find_spec("ffcv") is None, reason="FFCV is not installed (pip install -e '.[ffcv]')"
 )
-
-
-def textured(rng: np.random.Generator, i: int) -> np.ndarray:
-    """A 256×256 image with a per-image gradient and noise, so a crop one pixel off looks different."""
-    yy, xx = np.mgrid[0:256, 0:256]
-    base = np.stack([(xx * 3 + i * 7) % 256, (yy * 5 + i * 11) % 256, ((xx + yy) * 2 + i) % 256], -1)
-    return np.clip(0.7 * base + rng.normal(0, 20, (256, 256, 3)), 0, 255).astype(np.uint8)
-
-
-def write_split(out: Path, split: str, sizes: list[int], first_label: int, rng: np.random.Generator) -> None:
-    (out / split).mkdir(parents=True)
-    label = first_label
-    for n, size in enumerate(sizes):
-        writer = ShardWriter(out / split / shard_name(split, n))
-        for _ in range(size):
-            writer.add(f"img{label:04d}", encode_jpeg(Image.fromarray(textured(rng, label)), QUALITY), label)
-            label += 1
-        writer.close()
-
-
-def write_prepared(out: Path, splits: dict[str, tuple[list[int], int]]) -> None:
-    """Shards, pca.json and the few manifest entries export-ffcv reads, as `prepare` would leave them."""
-    rng = np.random.default_rng(0)
-    for split, (sizes, first_label) in splits.items():
-        write_split(out, split, sizes, first_label, rng)
-    save_pca(PCA, out / PCA_FILE)
-    write_manifest(out, {"format_version": 1, "complete": True, "settings": {"size": 256, "quality": QUALITY}, "splits": {}})
 
 
 def export_cli(*args: str):
@@ -88,8 +42,7 @@ EXPORT_OUTPUT: dict[str, str] = {}  # what the command printed, by mode
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("shards")
-    write_prepared(out, {"train": (TRAIN_SHARDS, 0), "val": (VAL_SHARDS, VAL_LABEL0)})
+    out = write_prepared(tmp_path_factory.mktemp("shards"))
     for mode, extra in (("jpg", []), ("raw", ["--raw"])):
         result = export_cli("--data", str(out), "--workers", "2", *extra)
         assert result.exit_code == 0, result.output
@@ -107,25 +60,14 @@ def stored(data) -> dict[str, list[tuple[bytes, int]]]:
 
 
 @pytest.fixture(scope="module")
-def decoded(stored) -> dict[int, torch.Tensor]:
-    """Every stored image decoded by Pillow (the reference decoder), by label."""
-    return {
-        label: torch.from_numpy(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).copy())
-        for samples in stored.values()
-        for jpeg, label in samples
-    }
+def decoded(data) -> dict[int, torch.Tensor]:
+    return decode_stored(data)
 
 
 def loader(data: Path, split: str = "train", mode: str = "jpg", **kw):
-    """An FfcvLoader with make_loader's defaults (augment and drop on train, partial otherwise)."""
-    from alexnet.pipeline.ffcv_loader import FfcvLoader
-
-    train = kw.pop("train", split == "train")
-    config = LoaderConfig(
-        data=data, split=split, batch_size=kw.pop("batch_size", BATCH), device=torch.device(kw.pop("device", "cpu")),
-        train=train, last_batch=kw.pop("last_batch", "drop" if train else "partial"), workers=kw.pop("workers", 2), **kw,
-    )
-    return FfcvLoader(config, mode=mode)
+    """The FFCV loader through make_loader (`ffcv` or `ffcv-raw`), with two threads."""
+    kw.setdefault("workers", 2)
+    return make_loader("ffcv-raw" if mode == "raw" else "ffcv", data, split, kw.pop("batch_size", BATCH), **kw)
 
 
 def run(data: Path, split: str = "train", **kw) -> list[tuple]:
@@ -135,18 +77,6 @@ def run(data: Path, split: str = "train", **kw) -> list[tuple]:
         return list(ld)
     finally:
         ld.close()
-
-
-def labels_of(batches) -> list[int]:
-    return [int(v) for b in batches for v in b[1]]
-
-
-def assert_decoder_close(actual: torch.Tensor, expected: torch.Tensor, what: str, mode: str) -> None:
-    """Normalised images equal up to the decoder tolerance (levels scaled by the normalisation)."""
-    largest, average = TOLERANCE[mode]
-    levels = (actual - expected).abs() * 255 * torch.tensor(PCA.std).view(3, 1, 1)
-    assert levels.max() <= largest, f"{what}: max {levels.max():.3f} levels"
-    assert levels.mean() <= average, f"{what}: mean {levels.mean():.3f} levels"
 
 
 def read_beton(path: Path) -> tuple[list[bytes], list[int]]:
@@ -240,70 +170,6 @@ def test_missing_ffcv_says_what_and_how_to_install(monkeypatch):
 
 
 @needs_ffcv
-def test_batch_contract(data):
-    train = loader(data)
-    assert len(train) == 48 // BATCH
-    batches = list(train)
-    train.close()
-    assert len(batches) == len(train)
-    for images, labels in batches:
-        assert images.shape == (BATCH, 3, 224, 224) and images.dtype == torch.float32 and images.device.type == "cpu"
-        assert labels.shape == (BATCH,) and labels.dtype == torch.int64
-        assert 0 <= labels.min() and labels.max() < 48
-    val = run(data, "val")
-    assert [len(b[1]) for b in val] == [8, 8, 5]
-    assert all(b[0].shape[1:] == (3, 224, 224) and b[0].dtype == torch.float32 for b in val)
-    tens = run(data, "val", ten_crop=True, batch_size=16)
-    assert [tuple(b[0].shape) for b in tens] == [(16, 10, 3, 224, 224), (5, 10, 3, 224, 224)]
-    assert labels_of(tens) == list(range(VAL_LABEL0, VAL_LABEL0 + 21))
-
-
-@needs_ffcv
-@pytest.mark.parametrize("mode", MODES)
-def test_validation_equals_reference(data, decoded, mode):
-    for images, labels in run(data, "val", mode=mode):
-        for image, label in zip(images, labels.tolist()):
-            assert_decoder_close(image, augment.val_sample(decoded[label], PCA), f"centre crop of {label}", mode)
-    images, labels = run(data, "val", mode=mode, ten_crop=True, batch_size=4)[0]
-    for crops, label in zip(images, labels.tolist()):
-        assert_decoder_close(crops, augment.ten_crop_sample(decoded[label], PCA), f"ten crops of {label}", mode)
-
-
-@needs_ffcv
-@pytest.mark.parametrize("mode", MODES)
-def test_training_sample_equals_reference_for_its_draws(data, decoded, mode):
-    """The loader reports each sample's draws; the reference recomputes the sample from them."""
-    for images, labels, draws in run(data, mode=mode, with_draws=True):
-        for i, label in enumerate(labels.tolist()):
-            expected = augment.train_sample(
-                decoded[label], int(draws["dx"][i]), int(draws["dy"][i]), bool(draws["flip"][i]), draws["alpha"][i], PCA
-            )
-            assert_decoder_close(images[i], expected, f"training sample {label}", mode)
-
-
-@needs_ffcv
-def test_free_draws_have_the_spec_distribution(data):
-    """Ten epochs (480 samples): offsets uniform over 0..32, flips fair, lighting shift with the PCA covariance."""
-    ld = loader(data, with_draws=True, seed=7)
-    draws = []
-    for epoch in range(10):
-        ld.set_epoch(epoch)
-        draws += [d for _, _, d in ld]
-    ld.close()
-    offsets = torch.cat([torch.cat([d["dx"], d["dy"]]) for d in draws]).numpy()
-    flips = torch.cat([d["flip"] for d in draws]).double().numpy()
-    alpha = torch.cat([d["alpha"] for d in draws])
-    n = len(flips)
-    assert n == 480 and offsets.min() >= 0 and offsets.max() <= MAX_CROP_OFFSET
-    assert chisquare(np.bincount(offsets, minlength=MAX_CROP_OFFSET + 1)).pvalue > 1e-3
-    assert abs(flips.mean() - 0.5) < 4 * 0.5 / np.sqrt(n)
-    shift = augment.lighting_shift(alpha, PCA).double().numpy()
-    expected = EIGVEC @ np.diag((PCA_ALPHA_STD * np.array(PCA.eigval)) ** 2) @ EIGVEC.T
-    assert np.all(np.abs(shift.mean(axis=0)) < 4 * np.sqrt(np.diag(expected) / n))
-    assert np.linalg.norm(np.cov(shift.T) - expected) < 0.25 * np.linalg.norm(expected)
-
-
-@needs_ffcv
 def test_draw_generator_over_many_samples():
     """The keyed generator alone, on 100,000 samples: uniform offsets, fair flips, α ~ N(0, 0.1²) independent."""
     from alexnet.pipeline.ffcv_loader import train_draws
@@ -336,55 +202,8 @@ def test_draws_depend_on_key_and_sample_only(data):
     assert one == two
 
 
-@needs_ffcv
-@pytest.mark.parametrize("split, last_batch", [("train", "partial"), ("train", "drop"), ("val", "partial")])
-def test_two_ranks_split_the_data(data, split, last_batch):
-    per_rank = [labels_of(run(data, split, rank=r, world_size=2, last_batch=last_batch, seed=3)) for r in (0, 1)]
-    everything = set(range(48)) if split == "train" else set(range(VAL_LABEL0, VAL_LABEL0 + 21))
-    assert not set(per_rank[0]) & set(per_rank[1])
-    assert all(len(set(p)) == len(p) for p in per_rank)
-    if last_batch == "partial":
-        assert set(per_rank[0]) | set(per_rank[1]) == everything
-    else:
-        assert len(per_rank[0]) == len(per_rank[1]) == (48 // 2) // BATCH * BATCH
-
-
-@needs_ffcv
-def test_seed_and_epoch_decide_the_batches(data):
-    first = run(data, seed=5, epoch=1)
-    again = run(data, seed=5, epoch=1)
-    other_epoch = run(data, seed=5, epoch=2)
-    for (a, la), (b, lb) in zip(first, again):
-        assert torch.equal(la, lb) and torch.equal(a, b)
-    assert labels_of(first) != labels_of(other_epoch)
-    assert sorted(labels_of(first)) == sorted(labels_of(other_epoch)) == list(range(48))
-
-
 def ffcv_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()]
-
-
-@needs_ffcv
-def test_resume_mid_epoch_continues_exactly(data):
-    uninterrupted = run(data, seed=11, epoch=3)
-    ld = loader(data, seed=11)
-    ld.set_epoch(3)
-    head = []
-    for batch in ld:
-        head.append(batch)
-        if len(head) == 2:
-            break
-    state = pickle.loads(pickle.dumps(ld.state_dict()))
-    ld.close()
-    assert not ffcv_threads()
-    assert state["epoch"] == 3 and state["batch"] == 2
-    resumed = loader(data, seed=11)
-    resumed.load_state_dict(state)
-    tail = list(resumed)
-    resumed.close()
-    assert len(head) + len(tail) == len(uninterrupted)
-    for (a, la), (b, lb) in zip(head + tail, uninterrupted):
-        assert torch.equal(la, lb) and torch.equal(a, b)
 
 
 @needs_ffcv
@@ -396,20 +215,6 @@ def test_a_new_pass_ends_an_unfinished_one(data):
     assert list(unfinished) == []
     ld.close()
     assert not ffcv_threads()
-
-
-@needs_ffcv
-def test_finished_epoch_state_resumes_to_nothing(data):
-    ld = loader(data, seed=1)
-    list(ld)
-    state = ld.state_dict()
-    ld.close()
-    resumed = loader(data, seed=1)
-    resumed.load_state_dict(state)
-    assert list(resumed) == []
-    resumed.set_epoch(state["epoch"] + 1)
-    assert len(list(resumed)) == len(resumed)
-    resumed.close()
 
 
 @needs_ffcv
@@ -427,18 +232,3 @@ def test_missing_beton_says_what_to_run(tmp_path):
         loader(tmp_path, mode="raw")
 
 
-@cuda
-@pytest.mark.cuda
-@needs_ffcv
-def test_cuda_batches_match_reference(data, decoded):
-    """FFCV decodes and crops on the CPU, ToDevice copies the uint8 crops, the device step runs on the GPU."""
-    for images, labels, draws in run(data, device="cuda", with_draws=True):
-        assert images.device.type == "cuda" and labels.device.type == "cuda" and images.dtype == torch.float32
-        for i, label in enumerate(labels.tolist()):
-            expected = augment.train_sample(
-                decoded[label], int(draws["dx"][i]), int(draws["dy"][i]), bool(draws["flip"][i]), draws["alpha"][i], PCA
-            )
-            assert_decoder_close(images[i].cpu(), expected, f"training sample {label} on the GPU", "jpg")
-    for images, labels in run(data, "val", device="cuda", ten_crop=True, batch_size=4):
-        for crops, label in zip(images.cpu(), labels.tolist()):
-            assert_decoder_close(crops, augment.ten_crop_sample(decoded[label], PCA), f"ten crops of {label} on the GPU", "jpg")

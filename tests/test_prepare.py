@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from imagenet_trees import WNIDS, make_flat_val, make_train, write_kaggle_csv
 from PIL import Image
 
@@ -34,7 +34,7 @@ def source(tmp_path_factory) -> Path:
     return root
 
 
-def run_prepare(source: Path, out: Path, *extra: str) -> "click.testing.Result":
+def run_prepare(source: Path, out: Path, *extra: str) -> Result:
     args = ["--imagenet-dir", str(source), "--out", str(out), "--shard-size", "5", "--workers", "2", *extra]
     return CliRunner().invoke(prepare_cmd, args)
 
