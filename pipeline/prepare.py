@@ -105,8 +105,8 @@ def open_out(out: Path, fresh: dict, overwrite: bool) -> dict:
                 f"{out}: holds shards made with other settings or input; use another --out, or --overwrite to replace them"
             )
     if overwrite:
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
+        for folder in (*SPLITS, "ffcv"):  # ffcv/: export-ffcv's copies of the old shards
+            shutil.rmtree(out / folder, ignore_errors=True)
         manifest_path(out).unlink(missing_ok=True)
     return fresh
 
