@@ -235,6 +235,18 @@ class BenchResult:
         }
 
 
+def best_of(runs: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
+    """Each run's fastest result (by `images_per_s`) over `rounds` rounds, the runs interleaved so that
+    a burst of load elsewhere on a shared machine slows one round of every row, not every round of one."""
+    best: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            result = run()
+            if name not in best or result.images_per_s > best[name].images_per_s:
+                best[name] = result
+    return best
+
+
 def run_bench(
     data: Path, kinds: list[str], device: str = "cpu", batch_size: int = 256, batches: int = 20,
     warmup: int = WARMUP_BATCHES, workers: int | None = None, rounds: int = 1,
@@ -250,12 +262,7 @@ def run_bench(
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
         runs[kind] = lambda kind=kind: measure_loader(kind, data, dev, batch_size, batches, warmup, workers)
-    best: dict[str, Measurement] = {}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            m = run()
-            if name not in best or m.images_per_s > best[name].images_per_s:
-                best[name] = m
+    best = best_of(runs, rounds)
     pillow, dali = best.pop("pillow"), best.pop("dali-decoder", None)
     return BenchResult(device, batch_size, batches, rounds, workers or os.cpu_count() or 1, pillow, dali, best)
 

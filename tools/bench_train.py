@@ -14,6 +14,7 @@ import click
 import torch
 
 from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_batch, verdict
+from alexnet.pipeline.bench_loaders import best_of
 from alexnet.pipeline.loaders import LOADER_KINDS, make_loader
 from alexnet.pipeline.manifest import read_manifest
 from alexnet.tools.train import build_model, default_device
@@ -50,18 +51,6 @@ def measure_loader(kind: str, data: Path, num_classes: int, device: torch.device
         return measure(model, loader, batch_size, steps, warmup)
     finally:
         loader.close()
-
-
-def best_of(runs: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, Rate]:
-    """Each run's fastest of `rounds` rounds, the runs interleaved so that a burst of load elsewhere on a
-    shared machine slows one round of every row rather than every round of one row."""
-    best: dict[str, Rate] = {}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            rate = run()
-            if name not in best or rate.images_per_s > best[name].images_per_s:
-                best[name] = rate
-    return best
 
 
 def report(device: str, batch_size: int, steps: int, warmup: int, rounds: int, ceiling: Rate, rates: dict[str, Rate]) -> dict[str, Any]:
