@@ -27,7 +27,7 @@ from alexnet.pipeline.image import CHROMA_SUBSAMPLING, RESIZE_FILTER, BadImage, 
 from alexnet.pipeline.manifest import FORMAT_VERSION, manifest_path, read_manifest, write_manifest
 from alexnet.pipeline.paper import STORED_SIZE
 from alexnet.pipeline.files import TMP_SUFFIX
-from alexnet.pipeline.shards import ShardWriter, index_path, sha256_file, shard_name
+from alexnet.pipeline.shards import ShardWriter, index_path, shard_name
 
 SPLITS = ("train", "val")
 SHUFFLE_SEED = 0
@@ -210,7 +210,7 @@ def write_shard(
     except BaseException:
         writer.abort()
         raise
-    return {"name": tar.name, "samples": writer.count, "bytes": tar.stat().st_size, "sha256": sha256_file(tar)}, quarantine
+    return {"name": tar.name, "samples": writer.count, "bytes": tar.stat().st_size, "sha256": writer.sha256}, quarantine
 
 
 def format_summary(results: dict[str, SplitResult], seconds: float, out: Path) -> str:

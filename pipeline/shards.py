@@ -45,13 +45,40 @@ def index_path(tar_path: Path) -> Path:
     return tar_path.with_suffix(".idx")
 
 
+class _HashingFile:
+    """A write-only file that hashes what passes through, so the shard's sha256 needs no second read."""
+
+    def __init__(self, path: Path) -> None:
+        self.raw = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class ShardWriter:
-    """Writes one tar and its index under temporary names; `close()` publishes both."""
+    """Writes one tar and its index under temporary names; `close()` publishes both.
+
+    `sha256` (hex) is the finished tar's hash, computed while it was written.
+    """
 
     def __init__(self, tar_path: Path) -> None:
         self.path = tar_path
         self.tmp = tmp_path(tar_path)
-        self.file = open(self.tmp, "wb")
+        self.file = _HashingFile(self.tmp)
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.lines: list[str] = []
 
@@ -74,6 +101,10 @@ class ShardWriter:
     @property
     def count(self) -> int:
         return len(self.lines)
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256.hexdigest()
 
     def close(self) -> None:
         """Finish the tar, write the index, fsync both, and rename them to their final names."""
