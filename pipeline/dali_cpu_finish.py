@@ -1,0 +1,94 @@
+"""The DALI graph's last step on the CPU: mirror, lighting, normalisation and CHW float32 in one pass.
+
+On a GPU `crop_mirror_normalize` does this in one fused kernel. DALI's CPU version of it costs
+about 0.13 ms per 224×224 window on these machines, as much as half a JPEG decode, and the issue
+asks for the CPU graph to run close to plain decoding. This numba kernel does the same arithmetic
+in about 0.04 ms: it widens one row of interleaved RGB to float32, then writes the three channel
+rows (reversed when mirrored), which LLVM vectorises. It runs inside the graph as DALI's
+`numba_function` operator, so DALI's threads and memory pool run it like any other operator.
+
+Each sample's affine map comes from the graph as six floats: `scale` (1/std per channel) and
+`bias` ((mean − δ)/std with the lighting shift δ folded in), so output = pixel · scale − bias.
+That is (pixel − (mean − δ)) / std, the reference's value to float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from nvidia.dali import fn, types
+from nvidia.dali.plugin.numba import NumbaFunction
+
+from alexnet.pipeline.augment import lighting_matrix, normalise_constants
+from alexnet.pipeline.pca import PcaStats
+
+
+def finish_sample(out: np.ndarray, image: np.ndarray, affine: np.ndarray, flip: np.ndarray) -> None:
+    """out[c, y, x] = image[y, x′, c] · scale[c] − bias[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8."""
+    height, width = image.shape[0], image.shape[1]
+    s0, s1, s2 = affine[0], affine[1], affine[2]
+    b0, b1, b2 = affine[3], affine[4], affine[5]
+    row = np.empty(3 * width, np.float32)
+    mirrored = flip[0] != 0
+    for y in range(height):
+        pixels = image[y]
+        for x in range(width):
+            row[3 * x] = pixels[x, 0]
+            row[3 * x + 1] = pixels[x, 1]
+            row[3 * x + 2] = pixels[x, 2]
+        r, g, b = out[0, y], out[1, y], out[2, y]
+        if mirrored:
+            for x in range(width):
+                k = 3 * (width - 1 - x)
+                r[x] = row[k] * s0 - b0
+                g[x] = row[k + 1] * s1 - b1
+                b[x] = row[k + 2] * s2 - b2
+        else:
+            for x in range(width):
+                r[x] = row[3 * x] * s0 - b0
+                g[x] = row[3 * x + 1] * s1 - b1
+                b[x] = row[3 * x + 2] * s2 - b2
+
+
+def channels_first_shape(outs: Any, ins: Any) -> None:
+    """numba_function's setup: every output sample is 3×H×W for an H×W×3 input sample."""
+    for i in range(len(outs[0])):
+        outs[0][i][0] = ins[0][i][2]
+        outs[0][i][1] = ins[0][i][0]
+        outs[0][i][2] = ins[0][i][1]
+
+
+@functools.cache
+def _operator() -> NumbaFunction:
+    """One compiled operator per process: numba compiles it in about 2 s, and pipelines are rebuilt every epoch."""
+    return NumbaFunction(
+        run_fn=finish_sample,
+        setup_fn=channels_first_shape,
+        out_types=[types.FLOAT],
+        in_types=[types.UINT8, types.FLOAT, types.INT32],
+        outs_ndim=[3],
+        ins_ndim=[3, 1, 1],
+        device="cpu",
+    )
+
+
+def affine(alpha: Any, pca: PcaStats) -> Any:
+    """Per-sample (scale, bias) as a DALI node of 6 floats; `alpha` (1×3 per sample) or None for no lighting.
+
+    bias = (mean − δ)/std with δ = 255·eigvec·(α ⊙ eigval): one `coord_transform`, like the GPU's mean.
+    """
+    mean, std = (np.asarray(v, np.float64) for v in normalise_constants(pca))
+    scale = 1.0 / std
+    if alpha is None:
+        return fn.constant(fdata=[*scale, *(mean * scale)], shape=[6])
+    m = np.vstack([np.zeros((3, 3)), -255.0 * lighting_matrix(pca) * scale[:, None]])
+    t = np.concatenate([scale, mean * scale])
+    return fn.reshape(fn.coord_transform(alpha, M=m.flatten().tolist(), T=t.tolist()), shape=[6])
+
+
+def finish_on_cpu(images: Any, pca: PcaStats, alpha: Any = None, flip: Any = None) -> Any:
+    """Mirror + lighting + normalise + CHW float32 of uint8 H×W×3 windows (DALI nodes; `flip` an int32 scalar)."""
+    flip = fn.constant(idata=[0], shape=[1]) if flip is None else fn.reshape(flip, shape=[1])
+    return _operator()(images, affine(alpha, pca), flip)
