@@ -3,7 +3,7 @@
 On a GPU `crop_mirror_normalize` does this in one fused kernel. DALI's CPU version of it costs
 about 0.13 ms per 224×224 window on these machines, as much as half a JPEG decode, and the issue
 asks for the CPU graph to run close to plain decoding. This numba kernel does the same arithmetic
-in about 0.04 ms: it widens one row of interleaved RGB to float32, then writes the three channel
+in about 0.03 ms: it widens one row of interleaved RGB to float32, then writes the three channel
 rows (reversed when mirrored), which LLVM vectorises. It runs inside the graph as DALI's
 `numba_function` operator, so DALI's threads and memory pool run it like any other operator.
 
@@ -26,18 +26,21 @@ from alexnet.pipeline.pca import PcaStats
 
 
 def finish_sample(out: np.ndarray, image: np.ndarray, affine: np.ndarray, flip: np.ndarray) -> None:
-    """out[c, y, x] = image[y, x′, c] · scale[c] − bias[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8."""
+    """out[c, y, x] = image[y, x′, c] · scale[c] − bias[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8.
+
+    Each row is read as one flat run of bytes (3·W contiguous: LLVM widens it with vector
+    instructions; indexing `image[y, x, c]` instead halves the speed), then de-interleaved.
+    """
     height, width = image.shape[0], image.shape[1]
+    rows = image.reshape(height, 3 * width)
     s0, s1, s2 = affine[0], affine[1], affine[2]
     b0, b1, b2 = affine[3], affine[4], affine[5]
     row = np.empty(3 * width, np.float32)
     mirrored = flip[0] != 0
     for y in range(height):
-        pixels = image[y]
-        for x in range(width):
-            row[3 * x] = pixels[x, 0]
-            row[3 * x + 1] = pixels[x, 1]
-            row[3 * x + 2] = pixels[x, 2]
+        pixels = rows[y]
+        for k in range(3 * width):
+            row[k] = pixels[k]
         r, g, b = out[0, y], out[1, y], out[2, y]
         if mirrored:
             for x in range(width):
