@@ -27,6 +27,8 @@ alexnet-tools export-ffcv --data "$demo/shards"
 say "alexnet-bench loaders: DALI and FFCV against the PyTorch DataLoader baseline and the decode ceiling"
 alexnet-bench loaders --data "$demo/shards" --loaders dali,torch,ffcv --batch-size 128 --batches 10 \
   --json "$demo/bench-loaders.json" --plot "$demo/bench-loaders.png"
+echo "(a short run on the demo's 1,000 training images: epochs of 7 batches, so epoch restarts weigh in;"
+echo " docs/benchmarks.md has the full-size figures and the command that measures them)"
 
 say "alexnet-tools summary: the paper's network"
 alexnet-tools summary | tail -n 3
