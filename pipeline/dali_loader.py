@@ -17,7 +17,9 @@ boundaries inside the buffer), so a fresh pipeline's first pass is exactly this 
 each sample once. Iterations are scheduled by hand (`schedule_run`/`outputs`) so that the
 prefetch never computes a batch past the epoch; the short last batch ("partial") is trimmed
 here, so `pad_last_batch` stays off, and `stick_to_shard` keeps the reader on this rank's part.
-A new pipeline per epoch costs about one batch of ramp-up (build ≈ 0.1 s).
+While a training epoch's last batches go out, the next epoch's pipeline is built and started
+(`start_epoch`), so the next `set_epoch` + iteration does not wait for the build and the shuffle
+buffer's fill (about 50 ms, a whole batch's time on the CPU); another epoch number drops it.
 
 Labels: the `.cls` members (ASCII digits of any length) are right-padded to the batch's longest
 with `fn.pad` and turned into int64 on the host by a vectorised digit fold (`decode_labels`):
@@ -238,13 +240,16 @@ class DaliLoader:
         self.position = Position(config.epoch)
         self._checkpoint: bytes | str | None = None  # set by load_state_dict, consumed by __iter__
         self._pipe: Pipeline | None = None
+        self._ahead: tuple[int, Pipeline] | None = None  # (epoch, its pipeline, already running)
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.config)
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its first batch on the next iteration."""
-        self.close()
+        self._pipe = None
+        if self._ahead is not None and self._ahead[0] != epoch:
+            self._ahead = None
         self.position = Position(epoch)
         self._checkpoint = None
 
@@ -275,28 +280,41 @@ class DaliLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         resume, self._checkpoint = self._checkpoint, None
-        self.close()
+        ahead, self._ahead, self._pipe = self._ahead, None, None
         start = self.position.batch if resume is not None else 0
         self.position.batch = start
         if start >= len(self):
             return
         depth = min(self.prefetch_queue_depth, len(self) - start)
-        pipe = self._pipe = self.build(self.position.epoch, resume or None, depth)
+        if ahead is not None and ahead[0] == self.position.epoch and start == 0:
+            pipe = ahead[1]  # built and started while the previous epoch's last batches went out
+        else:
+            pipe = self.build(self.position.epoch, resume or None, depth)
+            pipe.schedule_run()  # fills the prefetch queue: batches start … start + depth − 1
+        self._pipe = pipe
         total, size = samples_per_epoch(self.samples, self.config), self.config.batch_size
         try:
-            pipe.schedule_run()  # fills the prefetch queue: batches start … start + depth − 1
             scheduled = depth
             for k in range(start, len(self)):
                 outputs = pipe.outputs()
                 if start + scheduled < len(self):  # never run past the epoch: no batch computed in vain
                     pipe.schedule_run()
                     scheduled += 1
+                elif self.config.train and self._ahead is None:
+                    self._ahead = (self.position.epoch + 1, self.start_epoch(self.position.epoch + 1))
                 batch = self.convert(outputs, min(size, total - k * size))
                 self.position.batch = k + 1
                 yield batch
         finally:
             if self._pipe is pipe and self.position.batch == len(self):
-                self.close()
+                self._pipe = None
+
+    def start_epoch(self, epoch: int) -> Pipeline:
+        """Build `epoch`'s pipeline and start its first batches, so a training loop's next epoch
+        starts without waiting for the build and the shuffle buffer's fill (about two batches' time)."""
+        pipe = self.build(epoch, None, min(self.prefetch_queue_depth, len(self)))
+        pipe.schedule_run()
+        return pipe
 
     def convert(self, outputs: tuple, keep: int) -> tuple[torch.Tensor, ...]:
         """DALI outputs → (images on the device, int64 labels[, draws]), trimmed to `keep` samples."""
@@ -334,5 +352,5 @@ class DaliLoader:
                 raise ValueError("a mid-epoch DALI loader state needs its dali_checkpoint")
 
     def close(self) -> None:
-        """Release the pipeline (its threads and buffers)."""
-        self._pipe = None
+        """Release the pipelines (their threads and buffers)."""
+        self._pipe = self._ahead = None
