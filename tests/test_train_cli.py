@@ -113,6 +113,20 @@ def test_resume_continues(data, tmp_path):
     assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == STEPS_PER_EPOCH
 
 
+def test_towers_run_resumes_in_its_own_layout(data, tmp_path):
+    """A run trained with --parallel towers is evaluated and continued as towers without repeating the flag."""
+    run = tmp_path / "run"
+    first = cli(data, "--parallel", "towers", "--epochs", "1", "--max-steps", "1", "--run-dir", str(run))
+    assert first.exit_code == 0, first.output
+    evaluated = cli(data, "--eval-only", "--resume", str(run))
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"--parallel towers: the layout {run} was trained with" in evaluated.output
+    assert json_line(evaluated.output)["images"] == VAL_IMAGES
+    resumed = cli(data, "--epochs", "1", "--max-steps", "2", "--resume", str(run))
+    assert resumed.exit_code == 0, resumed.output
+    assert "step 2;" in resumed.output
+
+
 def test_resume_needs_a_checkpoint(data, tmp_path):
     result = cli(data, "--resume", str(tmp_path))
     assert result.exit_code == 1

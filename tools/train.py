@@ -39,11 +39,20 @@ def build_model(num_classes: int, init: str, parallel: str, device: torch.device
     return model.to(device)
 
 
+def recorded_parallel(run_dir: Path, asked: str) -> str:
+    """The --parallel a resumed run was trained with (its checkpoints' layout), from its config.json."""
+    config = run_dir / "config.json"
+    recorded = json.loads(config.read_text()).get("parallel", asked) if config.is_file() else asked
+    if recorded != asked:
+        click.echo(f"--parallel {recorded}: the layout {run_dir} was trained with (its config.json)", err=True)
+    return recorded
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder `prepare` wrote (with pca.json).")
 @click.option("--loader", "loader_kind", type=click.Choice(LOADER_KINDS), default="dali")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=default_device)
-@click.option("--parallel", type=click.Choice(["data", "towers"]), default="data", help="data: DDP under torchrun; towers: the paper's two columns on two devices.")
+@click.option("--parallel", type=click.Choice(["data", "towers"]), default="data", help="data: DDP under torchrun; towers: the paper's two columns on two devices. --resume uses the run's own.")
 @click.option("--epochs", default=paper.EPOCHS, type=click.IntRange(1))
 @click.option("-b", "--batch-size", default=paper.BATCH_SIZE, type=click.IntRange(1), help="Images per step per process.")
 @click.option("--lr", default=paper.LEARNING_RATE, type=float)
@@ -82,6 +91,7 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
         num_classes = len(read_manifest(data)["classes"])
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
+    parallel = recorded_parallel(run_dir, parallel) if resume else parallel
     placement = distributed.setup_from_env(device)
     model = build_model(num_classes, init, parallel, placement.device)
 
