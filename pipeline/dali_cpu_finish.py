@@ -7,9 +7,9 @@ in about 0.03 ms: it widens one row of interleaved RGB to float32, then writes t
 rows (reversed when mirrored), which LLVM vectorises. It runs inside the graph as DALI's
 `numba_function` operator, so DALI's threads and memory pool run it like any other operator.
 
-Each sample's affine map comes from the graph as six floats: `scale` (1/std per channel) and
-`bias` ((mean − δ)/std with the lighting shift δ folded in), so output = pixel · scale − bias.
-That is (pixel − (mean − δ)) / std, the reference's value to float rounding.
+Each sample's mean comes from the graph with the lighting shift δ already folded in (mean − δ,
+the same node the GPU graph gives `crop_mirror_normalize`), so output = (pixel − mean) · (1/std),
+the reference's value to float rounding.
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ from typing import Any
 
 import numpy as np
 from nvidia.dali import fn, types
+from nvidia.dali.data_node import DataNode
 from nvidia.dali.plugin.numba import NumbaFunction
 
-from alexnet.pipeline.augment import lighting_matrix, normalise_constants
-from alexnet.pipeline.pca import PcaStats
 
-
-def finish_sample(out: np.ndarray, image: np.ndarray, affine: np.ndarray, flip: np.ndarray) -> None:
-    """out[c, y, x] = image[y, x′, c] · scale[c] − bias[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8.
+def finish_sample(out: np.ndarray, image: np.ndarray, mean: np.ndarray, scale: np.ndarray, flip: np.ndarray) -> None:
+    """out[c, y, x] = (image[y, x′, c] − mean[c]) · scale[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8.
 
     Each row is read as one flat run of bytes (3·W contiguous: LLVM widens it with vector
     instructions; indexing `image[y, x, c]` instead halves the speed), then de-interleaved.
     """
     height, width = image.shape[0], image.shape[1]
     rows = image.reshape(height, 3 * width)
-    s0, s1, s2 = affine[0], affine[1], affine[2]
-    b0, b1, b2 = affine[3], affine[4], affine[5]
+    m0, m1, m2 = mean[0], mean[1], mean[2]
+    s0, s1, s2 = scale[0], scale[1], scale[2]
     row = np.empty(3 * width, np.float32)
     mirrored = flip[0] != 0
     for y in range(height):
@@ -45,14 +43,14 @@ def finish_sample(out: np.ndarray, image: np.ndarray, affine: np.ndarray, flip: 
         if mirrored:
             for x in range(width):
                 k = 3 * (width - 1 - x)
-                r[x] = row[k] * s0 - b0
-                g[x] = row[k + 1] * s1 - b1
-                b[x] = row[k + 2] * s2 - b2
+                r[x] = (row[k] - m0) * s0
+                g[x] = (row[k + 1] - m1) * s1
+                b[x] = (row[k + 2] - m2) * s2
         else:
             for x in range(width):
-                r[x] = row[3 * x] * s0 - b0
-                g[x] = row[3 * x + 1] * s1 - b1
-                b[x] = row[3 * x + 2] * s2 - b2
+                r[x] = (row[3 * x] - m0) * s0
+                g[x] = (row[3 * x + 1] - m1) * s1
+                b[x] = (row[3 * x + 2] - m2) * s2
 
 
 def channels_first_shape(outs: Any, ins: Any) -> None:
@@ -70,28 +68,21 @@ def _operator() -> NumbaFunction:
         run_fn=finish_sample,
         setup_fn=channels_first_shape,
         out_types=[types.FLOAT],
-        in_types=[types.UINT8, types.FLOAT, types.INT32],
+        in_types=[types.UINT8, types.FLOAT, types.FLOAT, types.INT32],
         outs_ndim=[3],
-        ins_ndim=[3, 1, 1],
+        ins_ndim=[3, 1, 1, 1],
         device="cpu",
     )
 
 
-def affine(alpha: Any, pca: PcaStats) -> Any:
-    """Per-sample (scale, bias) as a DALI node of 6 floats; `alpha` (1×3 per sample) or None for no lighting.
+def finish_on_cpu(images: Any, mean: Any, std: list[float], flip: Any = None) -> Any:
+    """Mirror + normalise + CHW float32 of uint8 H×W×3 windows.
 
-    bias = (mean − δ)/std with δ = 255·eigvec·(α ⊙ eigval): one `coord_transform`, like the GPU's mean.
+    `mean` is a per-sample DALI node of 3 floats (the lighting folded in) or a constant list;
+    `flip` an int32 scalar node, or None for no mirroring.
     """
-    mean, std = (np.asarray(v, np.float64) for v in normalise_constants(pca))
-    scale = 1.0 / std
-    if alpha is None:
-        return fn.constant(fdata=[*scale, *(mean * scale)], shape=[6])
-    m = np.vstack([np.zeros((3, 3)), -255.0 * lighting_matrix(pca) * scale[:, None]])
-    t = np.concatenate([scale, mean * scale])
-    return fn.reshape(fn.coord_transform(alpha, M=m.flatten().tolist(), T=t.tolist()), shape=[6])
-
-
-def finish_on_cpu(images: Any, pca: PcaStats, alpha: Any = None, flip: Any = None) -> Any:
-    """Mirror + lighting + normalise + CHW float32 of uint8 H×W×3 windows (DALI nodes; `flip` an int32 scalar)."""
+    if not isinstance(mean, DataNode):
+        mean = fn.constant(fdata=list(mean), shape=[3])
+    scale = fn.constant(fdata=[1.0 / v for v in std], shape=[3])
     flip = fn.constant(idata=[0], shape=[1]) if flip is None else fn.reshape(flip, shape=[1])
-    return _operator()(images, affine(alpha, pca), flip)
+    return _operator()(images, mean, scale, flip)

@@ -156,11 +156,11 @@ def finish(images: Any, s: GraphSettings, alpha: Any = None, flip: Any = None) -
     On the GPU that is `crop_mirror_normalize`; on the CPU the numba kernel of `dali_cpu_finish`,
     three times cheaper there (its docstring has the figures).
     """
+    default_mean, std = normalise_constants(s.pca)
+    mean = default_mean if alpha is None else lighting_mean(alpha, s.pca)
     if s.gpu:
-        default_mean, std = normalise_constants(s.pca)
-        mean = default_mean if alpha is None else lighting_mean(alpha, s.pca)
         return fn.crop_mirror_normalize(images, mirror=0 if flip is None else flip, mean=mean, std=std, output_layout="CHW", dtype=s.dtype)
-    images = finish_on_cpu(images, s.pca, alpha, flip)
+    images = finish_on_cpu(images, mean, std, flip)
     return images if s.dtype == types.FLOAT else fn.cast(images, dtype=s.dtype)
 
 
@@ -240,7 +240,7 @@ class DaliLoader:
         self.position = Position(config.epoch)
         self._checkpoint: bytes | str | None = None  # set by load_state_dict, consumed by __iter__
         self._pipe: Pipeline | None = None
-        self._ahead: tuple[int, Pipeline] | None = None  # (epoch, its pipeline, already running)
+        self._ahead: tuple[int, Pipeline] | None = None  # (next epoch, its pipeline, already started)
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.config)
@@ -289,8 +289,7 @@ class DaliLoader:
         if ahead is not None and ahead[0] == self.position.epoch and start == 0:
             pipe = ahead[1]  # built and started while the previous epoch's last batches went out
         else:
-            pipe = self.build(self.position.epoch, resume or None, depth)
-            pipe.schedule_run()  # fills the prefetch queue: batches start … start + depth − 1
+            pipe = self.start_epoch(self.position.epoch, resume or None, depth)
         self._pipe = pipe
         total, size = samples_per_epoch(self.samples, self.config), self.config.batch_size
         try:
@@ -301,7 +300,8 @@ class DaliLoader:
                     pipe.schedule_run()
                     scheduled += 1
                 elif self.config.train and self._ahead is None:
-                    self._ahead = (self.position.epoch + 1, self.start_epoch(self.position.epoch + 1))
+                    following = self.position.epoch + 1
+                    self._ahead = (following, self.start_epoch(following, None, min(self.prefetch_queue_depth, len(self))))
                 batch = self.convert(outputs, min(size, total - k * size))
                 self.position.batch = k + 1
                 yield batch
@@ -309,11 +309,10 @@ class DaliLoader:
             if self._pipe is pipe and self.position.batch == len(self):
                 self._pipe = None
 
-    def start_epoch(self, epoch: int) -> Pipeline:
-        """Build `epoch`'s pipeline and start its first batches, so a training loop's next epoch
-        starts without waiting for the build and the shuffle buffer's fill (about two batches' time)."""
-        pipe = self.build(epoch, None, min(self.prefetch_queue_depth, len(self)))
-        pipe.schedule_run()
+    def start_epoch(self, epoch: int, checkpoint: bytes | str | None, depth: int) -> Pipeline:
+        """Build `epoch`'s pipeline and schedule its first `depth` batches (they run in the background)."""
+        pipe = self.build(epoch, checkpoint, depth)
+        pipe.schedule_run()  # fills the prefetch queue
         return pipe
 
     def convert(self, outputs: tuple, keep: int) -> tuple[torch.Tensor, ...]:
