@@ -48,7 +48,9 @@ def setup_from_env(device_type: str | None = None) -> Placement:
         device = torch.device(device_type)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world_size, device_id=device if device_type == "cuda" else None)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, device_id=device if device_type == "cuda" else None
+        )
     return Placement(rank, local_rank, world_size, device)
 
 

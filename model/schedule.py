@@ -6,6 +6,10 @@ from typing import Any
 
 from alexnet.model.paper import LEARNING_RATE, LR_DROP_FACTOR, MAX_LR_DROPS
 
+# Epochs in a row without a new best validation error before the lr is divided. The paper says only
+# "when the validation error rate stopped improving with the current learning rate" (§5).
+PLATEAU_PATIENCE = 2
+
 
 class LrSchedule:
     """mode "plateau": after `patience` epochs in a row without a new best validation top-1 error,
@@ -17,7 +21,7 @@ class LrSchedule:
         mode: str = "plateau",
         lr: float = LEARNING_RATE,
         factor: float = LR_DROP_FACTOR,
-        patience: int = 2,
+        patience: int = PLATEAU_PATIENCE,
         max_drops: int = MAX_LR_DROPS,
         step_epochs: Sequence[int] = (),
     ) -> None:

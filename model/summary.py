@@ -77,14 +77,25 @@ def layer_rows(batch_size: int = 1, num_classes: int = NUM_CLASSES) -> list[Laye
 def format_table(rows: list[LayerRow], batch_size: int = 1) -> str:
     """The rows as an aligned text table with a totals line (MACs for the batch and per image)."""
     header = ("layer", "kind", "output", "params", "MACs", "column 0 (device A) | column 1 (device B)")
-    body = [(r.name, r.kind, "×".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.macs:,}", r.columns) for r in rows]
+    body = [
+        (r.name, r.kind, "×".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.macs:,}", r.columns) for r in rows
+    ]
     params, macs = sum(r.params for r in rows), sum(r.macs for r in rows)
-    total = ("total", "", f"batch {batch_size}", f"{params:,}", f"{macs:,}", f"{macs / batch_size / 1e9:.4f} G MACs per image")
+    total = (
+        "total",
+        "",
+        f"batch {batch_size}",
+        f"{params:,}",
+        f"{macs:,}",
+        f"{macs / batch_size / 1e9:.4f} G MACs per image",
+    )
     widths = [max(len(line[i]) for line in (header, *body, total)) for i in range(len(header))]
     right = {3, 4}
 
     def fmt(line: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])

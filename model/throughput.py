@@ -38,7 +38,9 @@ class ResidentBatches:
             yield self.images, self.labels
 
 
-def resident_batch(batch_size: int, num_classes: int, device: torch.device | str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def resident_batch(
+    batch_size: int, num_classes: int, device: torch.device | str, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch shaped like a loader's ([B, 3, 224, 224] float32, int64 labels), made once on `device`.
 
     Standard-normal pixels stand in for normalised images: the network's cost does not depend on them.
@@ -70,7 +72,9 @@ def read_rate(metrics_path: Path, batch_size: int, warmup: int) -> Rate:
     return Rate(batch_size * len(steps) / wall, wait / wall, len(steps))
 
 
-def measure(model: nn.Module, batches: Batches, batch_size: int, steps: int, warmup: int, cfg: TrainConfig | None = None) -> Rate:
+def measure(
+    model: nn.Module, batches: Batches, batch_size: int, steps: int, warmup: int, cfg: TrainConfig | None = None
+) -> Rate:
     """Run `train` for warmup + steps optimiser steps on `batches` in a throwaway run folder; time the last `steps`.
 
     `model` must already sit on its device; it is trained (its weights change). `cfg` sets the
@@ -78,7 +82,9 @@ def measure(model: nn.Module, batches: Batches, batch_size: int, steps: int, war
     """
     base = cfg or TrainConfig()
     total = warmup + steps
-    run_cfg = replace(base, epochs=max(base.epochs, total), max_steps=total, log_every=1, save_every=0, progress=False, plot=False)
+    run_cfg = replace(
+        base, epochs=max(base.epochs, total), max_steps=total, log_every=1, save_every=0, progress=False, plot=False
+    )
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-train-") as run_dir:
         train(model, batches, None, run_cfg, run_dir, resume=False)
         return read_rate(Path(run_dir) / "metrics.jsonl", batch_size, warmup)

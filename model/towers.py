@@ -73,7 +73,12 @@ def _gather(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 class Towers(nn.Module):
     """Two columns, column c on devices[c]; input may be anywhere, logits land on devices[0]."""
 
-    def __init__(self, devices: tuple[torch.device | str, torch.device | str], num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> None:
+    def __init__(
+        self,
+        devices: tuple[torch.device | str, torch.device | str],
+        num_classes: int = NUM_CLASSES,
+        dropout: float = DROPOUT,
+    ) -> None:
         super().__init__()
         self.devices = tuple(torch.device(d) for d in devices)
         self.num_classes = num_classes

@@ -13,7 +13,6 @@ after each validation), last.pt, best.pt (lowest validation top-1 error) and cur
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -27,12 +26,12 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.model import distributed
-from alexnet.model.checkpoint import rng_state, save_atomic, set_rng_state, write_json_atomic
+from alexnet.model.checkpoint import rng_state, save_atomic, set_rng_state, write_atomic, write_json_atomic
 from alexnet.model.distributed import Placement
 from alexnet.model.evaluate import Batches, autocast, evaluate
 from alexnet.model.paper import EPOCHS, LEARNING_RATE, LR_DROP_FACTOR, MAX_LR_DROPS, MOMENTUM, WEIGHT_DECAY
 from alexnet.model.plots import plot_metrics
-from alexnet.model.schedule import LrSchedule
+from alexnet.model.schedule import PLATEAU_PATIENCE, LrSchedule
 
 
 @dataclass
@@ -44,7 +43,7 @@ class TrainConfig:
     momentum: float = MOMENTUM
     weight_decay: float = WEIGHT_DECAY  # on conv and fc weights; biases get none (see make_optimizer)
     schedule: str = "plateau"  # "plateau": divide when val top-1 error stops improving; "step": at step_epochs
-    patience: int = 2  # plateau: this many epochs in a row without a new best val top-1 error → divide
+    patience: int = PLATEAU_PATIENCE  # plateau: this many epochs in a row without a new best val top-1 error → divide
     lr_drop_factor: float = LR_DROP_FACTOR
     max_lr_drops: int = MAX_LR_DROPS  # plateau: at most this many divisions, then the lr stays
     step_epochs: tuple[int, ...] = ()  # step: divide at the start of each of these (0-based) epochs
@@ -127,10 +126,10 @@ class MetricsLog:
         """Drop records written after a checkpoint (they will be written again by the resumed run)."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line.strip() and _before(json.loads(line), state)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        keep = [
+            line for line in self.path.read_text().splitlines() if line.strip() and _before(json.loads(line), state)
+        ]
+        write_atomic(self.path, lambda f: f.write("".join(line + "\n" for line in keep).encode()))
 
 
 @dataclass
@@ -173,12 +172,21 @@ def _save_last(run: _Run, train_batches: Batches) -> None:
     rng = distributed.all_gather_objects(rng_state(run.devices))
     loaders = distributed.all_gather_objects(loader)
     if run.placement.is_main:
-        ckpt = {"model": run.core.state_dict(), "optimizer": run.optimizer.state_dict(), "schedule": run.schedule.state_dict(),
-                "state": asdict(run.state), "rng": rng, "loader": loaders, "config": asdict(run.cfg)}
+        ckpt = {
+            "model": run.core.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            "state": asdict(run.state),
+            "rng": rng,
+            "loader": loaders,
+            "config": asdict(run.cfg),
+        }
         save_atomic(ckpt, run.run_dir / "last.pt")
 
 
-def _position_loader(run: _Run, train_batches: Batches, loader_state: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _position_loader(
+    run: _Run, train_batches: Batches, loader_state: Any
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An iterator over the current epoch's batches, from where an interrupted epoch left off."""
     if hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(run.state.epoch)
@@ -198,8 +206,14 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> bool:
     device = devices[0]
     lr = run.optimizer.param_groups[0]["lr"]
     total = len(train_batches) if hasattr(train_batches, "__len__") else None
-    bar = tqdm(total=total, initial=state.batch_in_epoch, desc=f"epoch {state.epoch}", leave=False, dynamic_ncols=True,
-               disable=None if cfg.progress and run.placement.is_main else True)
+    bar = tqdm(
+        total=total,
+        initial=state.batch_in_epoch,
+        desc=f"epoch {state.epoch}",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None if cfg.progress and run.placement.is_main else True,
+    )
     batches = _position_loader(run, train_batches, loader_state)
     run.net.train()
     seen, wait = 0, 0.0
@@ -233,12 +247,22 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> bool:
             if state.step % cfg.log_every == 0:
                 _sync(devices)
                 wall = time.perf_counter() - interval_start
-                record = {"kind": "train", "step": state.step, "epoch": state.epoch, "lr": lr,
-                          "loss": state.interval_loss_sum / state.interval_steps,
-                          "images_per_s": seen * run.placement.world_size / wall, "data_wait": wait / wall}
+                record = {
+                    "kind": "train",
+                    "step": state.step,
+                    "epoch": state.epoch,
+                    "lr": lr,
+                    "loss": state.interval_loss_sum / state.interval_steps,
+                    "images_per_s": seen * run.placement.world_size / wall,
+                    "data_wait": wait / wall,
+                }
                 if run.placement.is_main:
                     run.log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", wait=f"{record['data_wait']:.0%}")
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    img_s=f"{record['images_per_s']:.0f}",
+                    wait=f"{record['data_wait']:.0%}",
+                )
                 state.interval_loss_sum, state.interval_steps, seen, wait = 0.0, 0, 0, 0.0
                 interval_start = time.perf_counter()
             if cfg.save_every and state.step % cfg.save_every == 0:
@@ -252,20 +276,34 @@ def _end_epoch(run: _Run, val_batches: Batches | None, lr: float, seconds: float
     """Validate, move the schedule, log the epoch record, keep best.pt, redraw the curves."""
     state, main = run.state, run.placement.is_main
     result = evaluate(run.net, val_batches, run.cfg.ten_crop, amp=run.cfg.amp) if val_batches is not None else None
-    record: dict[str, Any] = {"kind": "epoch", "step": state.step, "epoch": state.epoch, "lr": lr,
-                              "train_loss": state.epoch_loss_sum / max(state.batch_in_epoch, 1), "epoch_s": seconds}
+    record: dict[str, Any] = {
+        "kind": "epoch",
+        "step": state.step,
+        "epoch": state.epoch,
+        "lr": lr,
+        "train_loss": state.epoch_loss_sum / max(state.batch_in_epoch, 1),
+        "epoch_s": seconds,
+    }
     improved = False
     if result is not None:
         run.schedule.end_epoch(result.top1_err)
         state.last_eval = asdict(result)
-        record.update(val_loss=result.loss, top1_err=result.top1_err, top5_err=result.top5_err, val_images=result.images)
+        record.update(
+            val_loss=result.loss, top1_err=result.top1_err, top5_err=result.top5_err, val_images=result.images
+        )
         improved = result.top1_err < state.best_top1_err
         state.best_top1_err = min(state.best_top1_err, result.top1_err)
     record["next_lr"] = run.schedule.lr(state.epoch + 1)
     if main:
         run.log.write(record)
         if improved:
-            best = {"model": run.core.state_dict(), "epoch": state.epoch, "step": state.step, "eval": state.last_eval, "config": asdict(run.cfg)}
+            best = {
+                "model": run.core.state_dict(),
+                "epoch": state.epoch,
+                "step": state.step,
+                "eval": state.last_eval,
+                "config": asdict(run.cfg),
+            }
             save_atomic(best, run.run_dir / "best.pt")
     state.epoch, state.batch_in_epoch, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
 
@@ -293,8 +331,18 @@ def train(
     placement = placement or Placement(device=devices[0])
     if cfg.channels_last and devices[0].type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    run = _Run(cfg, model, model, make_optimizer(model, cfg), make_schedule(cfg), TrainState(), placement, devices,
-               MetricsLog(run_dir / "metrics.jsonl"), run_dir)
+    run = _Run(
+        cfg,
+        model,
+        model,
+        make_optimizer(model, cfg),
+        make_schedule(cfg),
+        TrainState(),
+        placement,
+        devices,
+        MetricsLog(run_dir / "metrics.jsonl"),
+        run_dir,
+    )
 
     loader_state = None
     if resume and (run_dir / "last.pt").exists():
@@ -305,8 +353,15 @@ def train(
         if placement.is_main:
             run.log.path.unlink(missing_ok=True)
     if placement.is_main:
-        config = {"train": asdict(cfg), "model": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
-                  "world_size": placement.world_size, "devices": [str(d) for d in devices], "torch": torch.__version__, **(info or {})}
+        config = {
+            "train": asdict(cfg),
+            "model": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "world_size": placement.world_size,
+            "devices": [str(d) for d in devices],
+            "torch": torch.__version__,
+            **(info or {}),
+        }
         write_json_atomic(config, run_dir / "config.json")
 
     run.net = distributed.wrap(model, placement)

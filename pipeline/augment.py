@@ -1,4 +1,4 @@
-"""The augmentation spec of DESIGN.md, written once: the reference every loader is tested against.
+"""The augmentation spec of docs/design.md, written once: the reference every loader is tested against.
 
 Every function takes its random draws as arguments (crop offsets, flip bit, lighting α), so a test
 can fix them and a loader can draw them however it likes. Images are uint8 `H×W×3` torch tensors
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD
-from alexnet.pipeline.pca import PcaStats
+from alexnet.pipeline.store.pca_file import PcaStats
 
 CENTER_OFFSET = MAX_CROP_OFFSET // 2
 # The paper's ten test crops: the four corners and the centre, as (dx, dy), then the same five
@@ -68,6 +68,15 @@ def normalise(images: torch.Tensor, shift: torch.Tensor | None, pca: PcaStats) -
     mean, std = (torch.tensor(v, dtype=torch.float32, device=images.device) for v in normalise_constants(pca))
     if shift is not None:
         mean = mean - 255.0 * shift.to(images.device, torch.float32)
+    return normalise_with(images, mean, std)
+
+
+def normalise_with(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(x − mean) / std as float32 channels first: the arithmetic of `normalise`, with its constants given.
+
+    `mean` is [3] or per sample […, 3] (the lighting folded in), `std` [3], both float32 on the
+    images' device and on the 0–255 scale.
+    """
     x = images.movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format)  # one pass: type and layout
     return x.sub_(mean[..., None, None]).div_(std[:, None, None])
 
@@ -85,7 +94,9 @@ def center_crop(image: torch.Tensor) -> torch.Tensor:
 
 def ten_crops(image: torch.Tensor) -> torch.Tensor:
     """10×224×224×3 uint8 in `TEN_CROP_OFFSETS` order: the five crops, then their mirrors."""
-    return torch.stack([hflip(crop(image, dx, dy)) if flip else crop(image, dx, dy) for dx, dy, flip in TEN_CROP_OFFSETS])
+    return torch.stack(
+        [hflip(crop(image, dx, dy)) if flip else crop(image, dx, dy) for dx, dy, flip in TEN_CROP_OFFSETS]
+    )
 
 
 def val_sample(image: torch.Tensor, pca: PcaStats) -> torch.Tensor:

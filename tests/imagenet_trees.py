@@ -57,7 +57,7 @@ def write_devkit(folder: Path, labels: list[str], id_order: list[str]) -> None:
 
 def make_prepared(root: Path, out: Path, per_class: int = 7, shard_size: int = 5) -> Path:
     """A hand-made tree with flat Kaggle-labelled val, prepared into `out` (returned)."""
-    from alexnet.pipeline.prepare import Settings, prepare
+    from alexnet.pipeline.offline.prepare import Settings, prepare
 
     make_train(root, per_class=per_class)
     labels = [WNIDS[i % 3] for i in range(4)]

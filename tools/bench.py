@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.bench_loaders import WARMUP_BATCHES, format_table, plot, run_bench
-from alexnet.pipeline.loaders import LOADER_KINDS
+from alexnet.pipeline.bench.loaders import WARMUP_BATCHES, format_table, plot, run_bench
 from alexnet.tools.bench_offline import offline
 from alexnet.tools.bench_train import train_bench
+from alexnet.tools.options import check_device, parse_loader_list
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,35 +16,61 @@ def main() -> None:
     """Benchmarks of the data pipeline."""
 
 
-def parse_kinds(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-    kinds = [k.strip() for k in value.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in LOADER_KINDS]
-    if unknown or not kinds:
-        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(LOADER_KINDS)}")
-    return kinds
-
-
 @main.command("loaders")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder `prepare` and `pca-stats` wrote.")
-@click.option("--loaders", "kinds", default="dali,torch", show_default=True, callback=parse_kinds, help="Comma-separated loaders to run.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]), help="Where the batches must land.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder `prepare` and `pca-stats` wrote.",
+)
+@click.option(
+    "--loaders",
+    "kinds",
+    default="dali,torch",
+    show_default=True,
+    callback=parse_loader_list,
+    help="Comma-separated loaders to run.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(["cpu", "cuda"]),
+    help="Where the batches must land.",
+)
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--batches", default=20, show_default=True, type=click.IntRange(1), help="Timed batches per loader.")
-@click.option("--warmup", default=WARMUP_BATCHES, show_default=True, type=click.IntRange(0), help="Untimed batches first.")
-@click.option("--workers", type=click.IntRange(1), help="DALI threads / DataLoader workers / decode processes [default: every core].")
-@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1), help="Run everything this many times, interleaved; keep each row's best.")
+@click.option(
+    "--warmup", default=WARMUP_BATCHES, show_default=True, type=click.IntRange(0), help="Untimed batches first."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="DALI threads / DataLoader workers / decode processes [default: every core].",
+)
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Run everything this many times, interleaved; keep each row's best.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG bar chart.")
 def loaders(
-    data: Path, kinds: list[str], device: str, batch_size: int, batches: int, warmup: int, workers: int | None,
-    rounds: int, json_path: Path | None, plot_path: Path | None,
+    data: Path,
+    kinds: list[str],
+    device: str,
+    batch_size: int,
+    batches: int,
+    warmup: int,
+    workers: int | None,
+    rounds: int,
+    json_path: Path | None,
+    plot_path: Path | None,
 ) -> None:
     """Training batches per second of each loader on the same shards, against plain JPEG decoding."""
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise click.ClickException("--device cuda: no CUDA device is visible to torch")
+    check_device(device)
     try:
         result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds)
     except (FileNotFoundError, ValueError) as e:

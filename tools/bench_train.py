@@ -7,30 +7,22 @@ loop waits for less than 5% of the time, is "fed"; otherwise the row says how mu
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import torch
 
 from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_batch, verdict
-from alexnet.pipeline.bench_loaders import best_of
-from alexnet.pipeline.loaders import LOADER_KINDS, make_loader
-from alexnet.pipeline.manifest import read_manifest
-from alexnet.tools.train import build_model, default_device
+from alexnet.pipeline import make_loader
+from alexnet.pipeline.bench.timing import best_of
+from alexnet.tools.options import check_device, class_count, default_device, parse_loader_list
+from alexnet.tools.train import build_model
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
 WARMUP_STEPS = 3
 CEILING = "ceiling"
-
-
-def parse_loaders(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
-    """`--loader dali --loader torch` or `--loader dali,torch`, in order, each once."""
-    kinds = list(dict.fromkeys(k.strip() for v in values for k in v.split(",") if k.strip())) or ["dali"]
-    unknown = [k for k in kinds if k not in LOADER_KINDS]
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)}: choose from {', '.join(LOADER_KINDS)}")
-    return kinds
 
 
 def measure_ceiling(num_classes: int, device: torch.device, batch_size: int, steps: int, warmup: int) -> Rate:
@@ -40,27 +32,47 @@ def measure_ceiling(num_classes: int, device: torch.device, batch_size: int, ste
     return measure(model, ResidentBatches(images, labels, warmup + steps), batch_size, steps, warmup)
 
 
-def measure_loader(kind: str, data: Path, num_classes: int, device: torch.device, batch_size: int, steps: int, warmup: int,
-                   workers: int | None) -> Rate:
+def measure_loader(
+    kind: str,
+    data: Path,
+    num_classes: int,
+    device: torch.device,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    workers: int | None,
+) -> Rate:
     """The loop on `kind`'s training batches (epoch after epoch when the split is short)."""
     loader = make_loader(kind, data, "train", batch_size, device, workers=workers)
     try:
         if len(loader) == 0:
-            raise click.ClickException(f"{data}: the train split holds fewer than one batch of {batch_size}; lower --batch-size")
+            raise click.ClickException(
+                f"{data}: the train split holds fewer than one batch of {batch_size}; lower --batch-size"
+            )
         model = build_model(num_classes, "paper", "data", device)
         return measure(model, loader, batch_size, steps, warmup)
     finally:
         loader.close()
 
 
-def report(device: str, batch_size: int, steps: int, warmup: int, rounds: int, ceiling: Rate, rates: dict[str, Rate]) -> dict[str, Any]:
+def report(
+    device: str, batch_size: int, steps: int, warmup: int, rounds: int, ceiling: Rate, rates: dict[str, Rate]
+) -> dict[str, Any]:
     """The JSON document: the ceiling, and per loader its rate, data-wait, share of the ceiling and verdict."""
     return {
-        "device": device, "batch_size": batch_size, "steps": steps, "warmup": warmup, "rounds": rounds,
+        "device": device,
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "rounds": rounds,
         "ceiling": {"images_per_s": ceiling.images_per_s, "data_wait": ceiling.data_wait},
         "loaders": {
-            kind: {"images_per_s": r.images_per_s, "data_wait": r.data_wait,
-                   "vs_ceiling": r.images_per_s / ceiling.images_per_s, "verdict": verdict(r, ceiling)}
+            kind: {
+                "images_per_s": r.images_per_s,
+                "data_wait": r.data_wait,
+                "vs_ceiling": r.images_per_s / ceiling.images_per_s,
+                "verdict": verdict(r, ceiling),
+            }
             for kind, r in rates.items()
         },
     }
@@ -76,32 +88,61 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{'ceiling (resident)':<22}{c['images_per_s']:>10.1f}{c['data_wait']:>11.1%}{1.0:>11.2f}",
     ]
     for kind, r in doc["loaders"].items():
-        lines.append(f"{'loader ' + kind:<22}{r['images_per_s']:>10.1f}{r['data_wait']:>11.1%}{r['vs_ceiling']:>11.2f}  {r['verdict']}")
+        lines.append(
+            f"{'loader ' + kind:<22}{r['images_per_s']:>10.1f}{r['data_wait']:>11.1%}{r['vs_ceiling']:>11.2f}  {r['verdict']}"
+        )
     return "\n".join(lines)
 
 
 @click.command("train")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder `prepare` and `pca-stats` wrote.")
-@click.option("--loader", "kinds", multiple=True, callback=parse_loaders, help="Loader to feed the trainer; repeat or comma-separate.  [default: dali]")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=default_device, show_default="cuda when visible, else cpu")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder `prepare` and `pca-stats` wrote.",
+)
+@click.option(
+    "--loader",
+    "kinds",
+    multiple=True,
+    default=["dali"],
+    callback=parse_loader_list,
+    help="Loader to feed the trainer; repeat or comma-separate.  [default: dali]",
+)
+@click.option(
+    "--device", type=click.Choice(["cuda", "cpu"]), default=default_device, show_default="cuda when visible, else cpu"
+)
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed training steps per row.")
 @click.option("--warmup", default=WARMUP_STEPS, show_default=True, type=click.IntRange(0), help="Untimed steps first.")
 @click.option("-b", "--batch-size", type=click.IntRange(1), help="[default: 32 on cpu, 128 on cuda]")
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
-@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1), help="Run every row this many times, interleaved; keep each row's fastest.")
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Run every row this many times, interleaved; keep each row's fastest.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
-def train_bench(data: Path, kinds: list[str], device: str, steps: int, warmup: int, batch_size: int | None,
-                workers: int | None, rounds: int, json_path: Path | None) -> None:
+def train_bench(
+    data: Path,
+    kinds: list[str],
+    device: str,
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    workers: int | None,
+    rounds: int,
+    json_path: Path | None,
+) -> None:
     """Training images/s with each loader against the trainer's ceiling (one batch resident on the device)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is visible; use --device cpu")
-    try:
-        num_classes = len(read_manifest(data)["classes"])
-    except FileNotFoundError as e:
-        raise click.ClickException(str(e)) from None
+    check_device(device)
+    num_classes = class_count(data)
     batch_size = batch_size or DEFAULT_BATCH[device]
     dev = torch.device(device)
-    runs: dict[str, Callable[[], Rate]] = {CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, steps, warmup)}
+    runs: dict[str, Callable[[], Rate]] = {
+        CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, steps, warmup)
+    }
     for kind in kinds:
         runs[kind] = lambda kind=kind: measure_loader(kind, data, num_classes, dev, batch_size, steps, warmup, workers)
     try:

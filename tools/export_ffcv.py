@@ -4,13 +4,18 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.ffcv_export import ExportError, ExportResult, FfcvMissing, export
+from alexnet.pipeline.offline.ffcv_export import ExportError, ExportResult, export
+from alexnet.pipeline.store.betons import FfcvMissing
 
 
 @click.command("export-ffcv")
 @click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder `prepare` wrote.")
 @click.option("--workers", type=click.IntRange(1), help="Writer processes [default: every core].")
-@click.option("--raw", is_flag=True, help="Store decoded pixels (FFCV's fastest mode, many times the JPEGs' size) as DATA/ffcv/<split>-raw.beton.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Store decoded pixels (FFCV's fastest mode, many times the JPEGs' size) as DATA/ffcv/<split>-raw.beton.",
+)
 def export_ffcv(data: Path, workers: int | None, raw: bool) -> None:
     """Write DATA/ffcv/train.beton and val.beton from the shards, in shard order, and record them in the manifest.
 

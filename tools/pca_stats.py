@@ -4,7 +4,8 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.pca import PCA_FILE, compute_pca, format_stats, save_pca
+from alexnet.pipeline.offline.pca import compute_pca, format_stats
+from alexnet.pipeline.store.pca_file import PCA_FILE, save_pca
 
 
 @click.command("pca-stats")

@@ -6,19 +6,46 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.ilsvrc import LayoutError
-from alexnet.pipeline.prepare import Settings, SettingsMismatch, format_summary, prepare
+from alexnet.pipeline.offline.ilsvrc import LayoutError
+from alexnet.pipeline.offline.prepare import (
+    JPEG_QUALITY,
+    SHARD_SIZE,
+    Settings,
+    SettingsMismatch,
+    format_summary,
+    prepare,
+)
 
 
 @click.command("prepare")
 @click.option("--imagenet-dir", required=True, type=click.Path(path_type=Path), help="Folder holding train/ and val/.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shards and manifest.")
-@click.option("--val-labels", type=click.Path(path_type=Path), help="LOC_val_solution.csv or the devkit ground truth (found automatically otherwise).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shards and manifest."
+)
+@click.option(
+    "--val-labels",
+    type=click.Path(path_type=Path),
+    help="LOC_val_solution.csv or the devkit ground truth (found automatically otherwise).",
+)
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
-@click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality of the stored images.")
-@click.option("--shard-size", default=1024, show_default=True, type=click.IntRange(1), help="Samples per shard.")
+@click.option(
+    "--quality",
+    default=JPEG_QUALITY,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="JPEG quality of the stored images.",
+)
+@click.option("--shard-size", default=SHARD_SIZE, show_default=True, type=click.IntRange(1), help="Samples per shard.")
 @click.option("--overwrite", is_flag=True, help="Replace shards made with other settings or input.")
-def prepare_cmd(imagenet_dir: Path, out: Path, val_labels: Path | None, workers: int | None, quality: int, shard_size: int, overwrite: bool) -> None:
+def prepare_cmd(
+    imagenet_dir: Path,
+    out: Path,
+    val_labels: Path | None,
+    workers: int | None,
+    quality: int,
+    shard_size: int,
+    overwrite: bool,
+) -> None:
     """Resize every image's short side to 256, crop the centre 256×256, and write WebDataset shards.
 
     Undecodable files are listed in the manifest's quarantine and counted; the run still succeeds.
@@ -29,8 +56,12 @@ def prepare_cmd(imagenet_dir: Path, out: Path, val_labels: Path | None, workers:
     start = time.perf_counter()
     try:
         results = prepare(
-            root=imagenet_dir, out=out, settings=Settings(quality=quality, shard_size=shard_size),
-            val_labels=val_labels, workers=workers, overwrite=overwrite,
+            root=imagenet_dir,
+            out=out,
+            settings=Settings(quality=quality, shard_size=shard_size),
+            val_labels=val_labels,
+            workers=workers,
+            overwrite=overwrite,
         )
     except (LayoutError, SettingsMismatch) as e:
         raise click.ClickException(str(e)) from None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.synth import write_tree
+from alexnet.pipeline.offline.synth import write_tree
 
 
 @click.command()
@@ -15,5 +15,8 @@ from alexnet.pipeline.synth import write_tree
 @click.option("--seed", default=0, show_default=True, type=int)
 def synth(out: Path, classes: int, train_per_class: int, val_per_class: int, seed: int) -> None:
     """Write train/<wnid>/*.JPEG, flat val/ with LOC_val_solution.csv, and LOC_synset_mapping.txt."""
-    summary = write_tree(out, classes, train_per_class, val_per_class, seed)
+    try:
+        summary = write_tree(out, classes, train_per_class, val_per_class, seed)
+    except FileExistsError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(summary)

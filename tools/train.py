@@ -22,12 +22,8 @@ from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
 from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
 from alexnet.model.train import TrainConfig, train
-from alexnet.pipeline.loaders import LOADER_KINDS, make_loader
-from alexnet.pipeline.manifest import read_manifest
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from alexnet.pipeline import LOADER_KINDS, make_loader
+from alexnet.tools.options import check_device, class_count, default_device
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
@@ -49,55 +45,114 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder `prepare` wrote (with pca.json).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder `prepare` wrote (with pca.json).",
+)
 @click.option("--loader", "loader_kind", type=click.Choice(LOADER_KINDS), default="dali")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=default_device)
-@click.option("--parallel", type=click.Choice(["data", "towers"]), default="data", help="data: DDP under torchrun; towers: the paper's two columns on two devices. --resume uses the run's own.")
+@click.option(
+    "--parallel",
+    type=click.Choice(["data", "towers"]),
+    default="data",
+    help="data: DDP under torchrun; towers: the paper's two columns on two devices. --resume uses the run's own.",
+)
 @click.option("--epochs", default=paper.EPOCHS, type=click.IntRange(1))
-@click.option("-b", "--batch-size", default=paper.BATCH_SIZE, type=click.IntRange(1), help="Images per step per process.")
+@click.option(
+    "-b", "--batch-size", default=paper.BATCH_SIZE, type=click.IntRange(1), help="Images per step per process."
+)
 @click.option("--lr", default=paper.LEARNING_RATE, type=float)
 @click.option("--momentum", default=paper.MOMENTUM, type=float)
 @click.option("--wd", "--weight-decay", "weight_decay", default=paper.WEIGHT_DECAY, type=float)
 @click.option("--lr-schedule", type=click.Choice(["plateau", "step"]), default="plateau")
 @click.option("--lr-steps", default="", help="step schedule: comma-separated epochs at which the lr is divided by 10.")
-@click.option("--patience", default=2, type=click.IntRange(1), help="plateau: epochs without a new best val error before dividing.")
+@click.option(
+    "--patience",
+    default=TrainConfig.patience,
+    type=click.IntRange(1),
+    help="plateau: epochs without a new best val error before dividing.",
+)
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after this many steps (short runs).")
-@click.option("--init", type=click.Choice(INIT_SCHEMES), default="paper", help="kaiming learns from the first steps (not the paper's).")
+@click.option(
+    "--init",
+    type=click.Choice(INIT_SCHEMES),
+    default="paper",
+    help="kaiming learns from the first steps (not the paper's).",
+)
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
-@click.option("--resume", type=click.Path(exists=True, path_type=Path), help="A run folder or its last.pt: continue it exactly.")
-@click.option("--eval-only", is_flag=True, help="Evaluate the --resume checkpoint (a folder's best.pt, else its last.pt) on the validation split and exit.")
+@click.option(
+    "--resume", type=click.Path(exists=True, path_type=Path), help="A run folder or its last.pt: continue it exactly."
+)
+@click.option(
+    "--eval-only",
+    is_flag=True,
+    help="Evaluate the --resume checkpoint (a folder's best.pt, else its last.pt) on the validation split and exit.",
+)
 @click.option("--ten-crop", is_flag=True, help="Validate with the paper's ten crops (§4.1).")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (the CPU runs float32).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
-@click.option("--log-every", default=50, type=click.IntRange(1), help="Steps per metrics record.")
-def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, batch_size: int, lr: float, momentum: float,
-         weight_decay: float, lr_schedule: str, lr_steps: str, patience: int, max_steps: int | None, init: str,
-         workers: int | None, seed: int, run_dir: Path | None, resume: Path | None, eval_only: bool, ten_crop: bool,
-         amp: bool, compile_model: bool, log_every: int) -> None:
+@click.option("--log-every", default=TrainConfig.log_every, type=click.IntRange(1), help="Steps per metrics record.")
+def main(
+    data: Path,
+    loader_kind: str,
+    device: str,
+    parallel: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    lr_schedule: str,
+    lr_steps: str,
+    patience: int,
+    max_steps: int | None,
+    init: str,
+    workers: int | None,
+    seed: int,
+    run_dir: Path | None,
+    resume: Path | None,
+    eval_only: bool,
+    ten_crop: bool,
+    amp: bool,
+    compile_model: bool,
+    log_every: int,
+) -> None:
     """Train AlexNet on DATA with the paper's recipe; writes a run folder with metrics, checkpoints and curves."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is visible; use --device cpu")
+    check_device(device)
     if eval_only and resume is None:
         raise click.ClickException("--eval-only needs --resume CKPT (a run folder or its last.pt / best.pt)")
     if resume is not None and resume.is_dir() and not (resume / "last.pt").is_file():
-        raise click.ClickException(f"--resume {resume}: no last.pt in that folder, so there is no run to continue or evaluate")
+        raise click.ClickException(
+            f"--resume {resume}: no last.pt in that folder, so there is no run to continue or evaluate"
+        )
     run_dir = (resume if resume.is_dir() else resume.parent) if resume else run_dir
     run_dir = run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{loader_kind}"
     if resume is None and (run_dir / "last.pt").exists():
-        raise click.ClickException(f"{run_dir} holds a run already; continue it with --resume {run_dir}, or pick another --run-dir")
-    try:
-        num_classes = len(read_manifest(data)["classes"])
-    except FileNotFoundError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(
+            f"{run_dir} holds a run already; continue it with --resume {run_dir}, or pick another --run-dir"
+        )
+    num_classes = class_count(data)
     parallel = recorded_parallel(run_dir, parallel) if resume else parallel
     placement = distributed.setup_from_env(device)
     model = build_model(num_classes, init, parallel, placement.device)
 
     def loader(split: str, **kw):
-        return make_loader(loader_kind, data, split, batch_size, placement.device, seed=seed, rank=placement.rank,
-                           world_size=placement.world_size, workers=workers, **kw)
+        return make_loader(
+            loader_kind,
+            data,
+            split,
+            batch_size,
+            placement.device,
+            seed=seed,
+            rank=placement.rank,
+            world_size=placement.world_size,
+            workers=workers,
+            **kw,
+        )
 
     try:
         loaders = [loader("val", ten_crop=ten_crop)]
@@ -105,27 +160,56 @@ def main(data: Path, loader_kind: str, device: str, parallel: str, epochs: int, 
         raise click.ClickException(str(e)) from None
     try:
         if eval_only:
-            ckpt = (resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt") if resume.is_dir() else resume
+            ckpt = (
+                (resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt")
+                if resume.is_dir()
+                else resume
+            )
             model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
             r = evaluate(model, loaders[0], ten_crop=ten_crop, amp=amp)
             if placement.is_main:
-                click.echo(json.dumps({"checkpoint": str(ckpt), "images": r.images, "loss": r.loss,
-                                       "top1_err": r.top1_err, "top5_err": r.top5_err, "ten_crop": ten_crop}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "checkpoint": str(ckpt),
+                            "images": r.images,
+                            "loss": r.loss,
+                            "top1_err": r.top1_err,
+                            "top5_err": r.top5_err,
+                            "ten_crop": ten_crop,
+                        }
+                    )
+                )
             return
         cfg = TrainConfig(
-            epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=lr_schedule, patience=patience,
-            step_epochs=tuple(int(e) for e in lr_steps.split(",") if e.strip()), max_steps=max_steps, log_every=log_every,
-            ten_crop=ten_crop, amp=amp, compile=compile_model, seed=seed,
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=lr_schedule,
+            patience=patience,
+            step_epochs=tuple(int(e) for e in lr_steps.split(",") if e.strip()),
+            max_steps=max_steps,
+            log_every=log_every,
+            ten_crop=ten_crop,
+            amp=amp,
+            compile=compile_model,
+            seed=seed,
         )
         info = {"data": str(data), "loader": loader_kind, "batch_size": batch_size, "parallel": parallel, "init": init}
-        loaders.append(loader("train"))
-        state = train(model, loaders[1], loaders[0], cfg, run_dir, placement=placement, info=info, resume=resume is not None)
+        loaders.append(loader("train", epochs=epochs))
+        state = train(
+            model, loaders[1], loaders[0], cfg, run_dir, placement=placement, info=info, resume=resume is not None
+        )
         if placement.is_main:
-            click.echo(f"stopped at epoch {state.epoch}, step {state.step}; last validation: {state.last_eval}; run folder: {run_dir}")
+            click.echo(
+                f"stopped at epoch {state.epoch}, step {state.step}; last validation: {state.last_eval}; run folder: {run_dir}"
+            )
     finally:
         for each in loaders:
             each.close()
         distributed.teardown()
+
 
 if __name__ == "__main__":
     main()

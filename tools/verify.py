@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from alexnet.pipeline.verify import verify
+from alexnet.pipeline.offline.verify import verify
 
 
 @click.command("verify")
@@ -19,5 +19,7 @@ def verify_cmd(data: Path, workers: int | None) -> None:
     for p in problems:
         click.echo(p)
     if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) in {data}; re-run prepare (finished shards are kept) or --overwrite")
+        raise click.ClickException(
+            f"{len(problems)} problem(s) in {data}; re-run prepare (finished shards are kept) or --overwrite"
+        )
     click.echo(f"{data}: all shards, indexes and samples check out")

@@ -1,0 +1,290 @@
+"""One entry point for every loader, and the contract they share (docs/design.md, batch contract).
+
+`make_loader(kind, data, split, ...)` returns a `Loader`: iterate it for `(images, labels)`
+(images float32 `[B, 3, 224, 224]`, or `[B, 10, 3, 224, 224]` with ten crops, on the requested
+device; labels int64 `[B]`), `len()` is its number of batches this epoch, `set_epoch(e)` picks
+the epoch, and `state_dict()` / `load_state_dict()` resume in the middle of one.
+
+What every loader promises, and the helpers here that make it the same for all of them:
+
+- **Order.** An epoch's batches are a function of (seed, epoch, rank) only: the same seed and
+  epoch give the same batches, another epoch gives other ones, whatever happened before. Call
+  `set_epoch(e)` before iterating epoch e; iterating again without it repeats the epoch.
+- **Ranks.** The epoch's order, the same on every rank (torch: a permutation of all samples;
+  DALI: the tars in a permuted order), is cut into `world_size` contiguous parts by *global*
+  rank, `rank_slice`, exactly as DALI's readers cut `num_shards` (DALI then shuffles its part in
+  its buffer). The ranks' samples are disjoint and together are the whole split.
+- **Last batch** (`LastBatch`): `"drop"` (the training default) gives every rank the same number
+  of full batches, `(N // world_size) // batch_size`, so DDP ranks step together; the at most
+  `batch_size` samples left over per rank sit out this epoch, and since every epoch permutes
+  afresh they are other samples each time. Every used sample is used exactly once.
+  `"partial"` (the validation default) yields every sample of the rank exactly once, the last
+  batch short; ranks may differ by one batch and nothing is padded, so a metric summed over the
+  batches and then reduced across ranks once counts each sample once.
+- **Resume.** `state_dict()` after k batches of an epoch, restored into a fresh loader, makes it
+  yield exactly batches k+1… of that epoch that the uninterrupted loader would have given.
+- **Draws for tests.** With `with_draws=True` a loader yields `(images, labels, draws)`, where
+  `draws` holds each sample's `dx`, `dy`, `flip` and `alpha`, so a test can recompute the
+  reference (`alexnet.pipeline.augment`) for exactly what the loader did.
+- **Shards** come from the manifest (`ShardReader.for_split`), which must say `"complete": true`
+  and agree with the files; anything else is refused in one line that says to re-run prepare.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+LoaderKind = Literal["dali", "torch", "ffcv", "ffcv-raw"]
+LastBatch = Literal["drop", "partial"]
+LOADER_KINDS: tuple[str, ...] = ("dali", "torch", "ffcv", "ffcv-raw")  # ffcv-raw: the beton of decoded pixels
+OUTPUT_DTYPES = (torch.float32, torch.float16)
+SHUFFLE_BUFFER = 4096  # DALI's shuffle buffer (samples): about four shards of the shuffled shard order
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """The knobs every loader takes (DESIGN.md): what to read, how to cut it, where to put it."""
+
+    data: Path
+    split: str
+    batch_size: int
+    device: torch.device
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    last_batch: LastBatch = "drop"
+    train: bool = True
+    ten_crop: bool = False
+    dtype: torch.dtype = torch.float32
+    workers: int = 1
+    with_draws: bool = False
+    epochs: int | None = None  # the run's last epoch is epochs - 1: nothing is prepared past it (None: no end)
+
+
+class Loader(Protocol):
+    """What `make_loader` returns; see the module docstring for the promises."""
+
+    config: LoaderConfig
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def make_loader(
+    kind: LoaderKind,
+    data: Path | str,
+    split: str,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    last_batch: LastBatch | None = None,
+    train: bool | None = None,
+    ten_crop: bool = False,
+    dtype: torch.dtype = torch.float32,
+    workers: int | None = None,
+    with_draws: bool = False,
+    epochs: int | None = None,
+    **options: Any,
+) -> Loader:
+    """Build a `kind` loader over `data/split`; defaults follow the split.
+
+    `train` (augment) defaults to `split == "train"`, `last_batch` to `"drop"` when training and
+    `"partial"` otherwise; `workers` (DALI threads, DataLoader processes; 0 loads in the main
+    process) defaults to every core.
+    `epochs`, when given, is the run's length: a loader prepares no epoch past the last.
+    `options` go to the loader class (e.g. DALI's `prefetch_queue_depth`).
+    """
+    train = split == "train" if train is None else train
+    if ten_crop and train:
+        raise ValueError("ten_crop is a validation mode; pass train=False (or a split other than train)")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    if last_batch not in (None, "drop", "partial"):
+        raise ValueError(f"last_batch {last_batch!r}: choose drop or partial")
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"dtype {dtype}: choose one of {', '.join(map(str, OUTPUT_DTYPES))}")
+    config = LoaderConfig(
+        data=Path(data),
+        split=split,
+        batch_size=batch_size,
+        device=torch.device(device),
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        last_batch=last_batch or ("drop" if train else "partial"),
+        train=train,
+        ten_crop=ten_crop,
+        dtype=dtype,
+        workers=(os.cpu_count() or 1) if workers is None else workers,
+        with_draws=with_draws,
+        epochs=epochs,
+    )
+    if kind == "dali":
+        from alexnet.pipeline.loaders.dali_loader import DaliLoader
+
+        return DaliLoader(config, **options)
+    if kind == "torch":
+        from alexnet.pipeline.loaders.torch_loader import TorchLoader
+
+        return TorchLoader(config, **options)
+    if kind in ("ffcv", "ffcv-raw"):
+        from alexnet.pipeline.loaders.ffcv_loader import FfcvLoader
+
+        return FfcvLoader(config, mode="raw" if kind == "ffcv-raw" else "jpg", **options)
+    raise ValueError(f"unknown loader {kind!r}; choose one of {', '.join(LOADER_KINDS)}")
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed mixing (seed, epoch, rank, …) so that each combination gets its own stream."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def rank_slice(n: int, rank: int, world_size: int) -> slice:
+    """Rank's contiguous part of n ordered samples: [⌊rank·n/W⌋, ⌊(rank+1)·n/W⌋), as DALI's readers cut shards."""
+    if n < world_size:
+        raise ValueError(f"{n} samples cannot be split over {world_size} ranks")
+    return slice(rank * n // world_size, (rank + 1) * n // world_size)
+
+
+def batches_per_epoch(n: int, config: LoaderConfig) -> int:
+    """Batches this rank yields per epoch under the last-batch policy (see the module docstring)."""
+    if config.last_batch == "drop":
+        return (n // config.world_size) // config.batch_size
+    part = rank_slice(n, config.rank, config.world_size)
+    return -(-(part.stop - part.start) // config.batch_size)
+
+
+def samples_per_epoch(n: int, config: LoaderConfig) -> int:
+    """Samples this rank yields per epoch (all of its part, or its full batches)."""
+    if config.last_batch == "drop":
+        return batches_per_epoch(n, config) * config.batch_size
+    part = rank_slice(n, config.rank, config.world_size)
+    return part.stop - part.start
+
+
+def shard_order(num_shards: int, config: LoaderConfig, epoch: int) -> list[int]:
+    """The epoch's order of the tars: permuted by (seed, epoch) when training, identical on every rank."""
+    if not config.train:
+        return list(range(num_shards))
+    return np.random.default_rng(derive_seed(config.seed, epoch)).permutation(num_shards).tolist()
+
+
+def sample_order(n: int, config: LoaderConfig, epoch: int) -> np.ndarray:
+    """The epoch's order of all n samples: permuted by (seed, epoch) when training, identical on every rank."""
+    if not config.train:
+        return np.arange(n)
+    return np.random.default_rng(derive_seed(config.seed, epoch)).permutation(n)
+
+
+@dataclass
+class Position:
+    """Where a loader is: its epoch and how many of that epoch's batches have been handed out."""
+
+    epoch: int
+    batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+
+class SeededEpochs:
+    """Epoch and position bookkeeping, the same for every loader.
+
+    For loaders whose batches are a function of (seed, epoch, batch index) the position (epoch,
+    batches handed out) is the whole resume state; one with more (DALI's pipeline checkpoint)
+    adds it in `extra_state` and takes it back in `restore_extra`. A subclass sets `kind`,
+    `config` and `samples`, calls `start_at(config.epoch)`, and begins every pass with
+    `begin_pass()`, which gives the batch to start from: 0, or once the one `load_state_dict` set.
+    """
+
+    kind: str
+    config: LoaderConfig
+    samples: int
+
+    def start_at(self, epoch: int) -> None:
+        self.position = Position(epoch)
+        self._resuming = False
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.samples, self.config)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch on the next iteration."""
+        self.start_at(epoch)
+
+    def begin_pass(self) -> int:
+        if not self._resuming:
+            self.position.batch = 0
+        self._resuming = False
+        return self.position.batch
+
+    @property
+    def resuming(self) -> bool:
+        """Whether the next pass continues a state that `load_state_dict` restored."""
+        return self._resuming
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batches handed out (and whatever `extra_state` adds)."""
+        return {
+            "kind": self.kind,
+            "config": config_fingerprint(self.config),
+            **self.position.as_dict(),
+            **self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state` on the next iteration (batch `state["batch"]` of its epoch)."""
+        check_state(state, self.kind, self.config)
+        self.set_epoch(state["epoch"])
+        self.position.batch = state["batch"]
+        self._resuming = True
+        self.restore_extra(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def restore_extra(self, state: dict[str, Any]) -> None:
+        return None
+
+    def last_epoch(self, epoch: int) -> bool:
+        """Whether `epoch` is the run's last (`config.epochs`), so no later one needs preparing."""
+        return self.config.epochs is not None and epoch >= self.config.epochs - 1
+
+
+def check_state(state: dict[str, Any], kind: str, config: LoaderConfig) -> None:
+    """Refuse a state saved by another kind of loader or with other knobs that change the order."""
+    saved = state.get("config", {})
+    mine = config_fingerprint(config)
+    if state.get("kind") != kind or saved != mine:
+        raise ValueError(f"loader state is for {state.get('kind')} {saved}, not {kind} {mine}")
+
+
+def config_fingerprint(config: LoaderConfig) -> dict[str, Any]:
+    """The knobs that decide which batches come out (the epoch and position travel separately)."""
+    c = config
+    return {
+        "split": c.split,
+        "batch_size": c.batch_size,
+        "seed": c.seed,
+        "rank": c.rank,
+        "world_size": c.world_size,
+        "last_batch": c.last_batch,
+        "train": c.train,
+        "ten_crop": c.ten_crop,
+    }

@@ -1,0 +1,29 @@
+"""The torch and FFCV loaders' last step, on the batch's device: PCA lighting and normalisation.
+
+Both loaders hand over uint8 windows (four times fewer bytes than float32 to copy) and finish
+them here, in one batched pass (`augment.normalise_with`, the reference's own arithmetic). The
+constants (mean, std, and the lighting map 255·eigvec·diag(eigval)) are made on the device once,
+when the loader is built, not per batch. DALI does the same step inside its graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alexnet.pipeline.augment import lighting_matrix, normalise_constants, normalise_with
+from alexnet.pipeline.store.pca_file import PcaStats
+
+
+class DeviceStep:
+    """`step(images, alpha)`: uint8 …×H×W×3 windows and their α (…×3, or None for no lighting) → float …×3×H×W."""
+
+    def __init__(self, pca: PcaStats, device: torch.device, dtype: torch.dtype) -> None:
+        mean, std = normalise_constants(pca)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        self.lighting_t = torch.tensor(255.0 * lighting_matrix(pca).T, dtype=torch.float32, device=device)
+        self.dtype = dtype
+
+    def __call__(self, images: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+        mean = self.mean if alpha is None else self.mean - alpha.to(self.mean.device, torch.float32) @ self.lighting_t
+        return normalise_with(images, mean, self.std).to(self.dtype)

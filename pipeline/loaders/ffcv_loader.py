@@ -1,0 +1,397 @@
+"""`--loader ffcv`: the betons of `export-ffcv` through FFCV's loader, with the spec's crops in numba.
+
+The pipelines, one small operation per step (`image_pipeline`, `label_pipeline`):
+
+    train   SimpleRGBImageDecoder (full 256×256) → RandomCropFlip → ToTensor → ToDevice
+    val     SimpleRGBImageDecoder → FixedCrops(centre, or the paper's ten) → ToTensor → ToDevice
+    label   IntDecoder → ToTensor → Squeeze → ToDevice
+
+then on the device, in the main thread, the PCA lighting and normalisation (`DeviceStep`, one
+batched step, the torch loader's own). The crops stay uint8 and
+channels last up to there, since `augment.normalise` moves the channels first in the same pass
+that makes floats (so FFCV's ToTorchImage, which also cannot take the 10×H×W×C ten-crop
+samples, is not used). ToDevice is there only for an accelerator: on the CPU it would be one
+more copy into one more set of buffers.
+
+Order: the loader hands FFCV the exact sample ids of this rank's part of the epoch
+(`sample_order` cut by `rank_slice`, trimmed by the last-batch policy) through `EpochOrder`, so
+ordering, ranks, last batch and resume follow the contract of `alexnet.pipeline.loaders` as the
+torch loader does; a resume at batch k hands over the ids from batch k on.
+
+Draws: each training sample's dx, dy (uniform 0..32), flip (p = 0.5) and α (N(0, 0.1²) per
+channel) are a pure function of (key, sample id), key = `derive_seed(seed, epoch)`: a
+counter-based generator (SplitMix64 mixing, Box–Muller), so they do not depend on threads,
+ranks or position. RandomCropFlip computes the offsets and flip inside its numba kernel; the
+main thread computes the same sample's α for the lighting (and, with `with_draws`, reports all
+four). FFCV's jitted operations see only (images, buffer, sample ids), and numba freezes every
+value a compiled function captures, so a per-epoch key could only be baked in by recompiling
+the whole pipeline each epoch; RandomCropFlip therefore declares itself a Python-level step
+(`jit_mode=False`) that calls its numba kernel (parallel, nogil, compiled once and cached on
+disk) with the key as an argument. The fixed validation crops have no key and are ordinary
+jitted FFCV operations.
+
+Decoding: FFCV decodes with libjpeg-turbo's fast integer IDCT (`TJFLAG_FASTDCT`, fixed in
+libffcv), so from `jpg` betons its pixels differ from Pillow's (accurate IDCT) by about a level
+on average and a few at most; from `raw` betons they are Pillow's exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import numba
+import numpy as np
+import torch
+
+from alexnet.pipeline.augment import CENTER_OFFSET, TEN_CROP_OFFSETS
+from alexnet.pipeline.loaders.contract import (
+    LoaderConfig,
+    SeededEpochs,
+    derive_seed,
+    rank_slice,
+    sample_order,
+    samples_per_epoch,
+)
+from alexnet.pipeline.loaders.device_step import DeviceStep
+from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
+from alexnet.pipeline.store.betons import Mode, beton_path, export_hint, import_ffcv
+from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, split_shards
+from alexnet.pipeline.store.pca_file import load_stats
+
+import_ffcv()
+
+from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader  # noqa: E402
+from ffcv.pipeline.allocation_query import AllocationQuery  # noqa: E402
+from ffcv.pipeline.operation import Operation  # noqa: E402
+from ffcv.pipeline.state import State  # noqa: E402
+from ffcv.transforms import Squeeze, ToDevice, ToTensor  # noqa: E402
+from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
+
+U64 = np.uint64
+GOLDEN = U64(0x9E3779B97F4A7C15)
+MIX1, MIX2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
+S11, S27, S30, S31, S32 = U64(11), U64(27), U64(30), U64(31), U64(32)
+OFFSETS = U64(MAX_CROP_OFFSET + 1)
+UNIT = 2.0**-53
+
+
+# --- the per-sample draws: a pure function of (key, sample id) ---------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix(z: np.uint64) -> np.uint64:
+    """SplitMix64's finaliser: a bijection of 64-bit words that scrambles every bit."""
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return z ^ (z >> S31)
+
+
+@numba.njit(cache=True, nogil=True)
+def _word(key: np.uint64, index: np.uint64, k: int) -> np.uint64:
+    """The k-th random 64-bit word of sample `index` under `key` (counter mode)."""
+    return _mix(_mix(_mix(key) ^ index) + U64(k) * GOLDEN)
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniform(word: np.uint64) -> float:
+    """A float in (0, 1] from the top 53 bits."""
+    return (float(word >> S11) + 1.0) * UNIT
+
+
+@numba.njit(cache=True, nogil=True)
+def _offsets(key: np.uint64, index: np.uint64) -> tuple[int, int, bool]:
+    """dx, dy uniform over 0..32 (Lemire's multiply-shift on 32 bits) and the flip bit."""
+    dx = ((_word(key, index, 1) >> S32) * OFFSETS) >> S32
+    dy = ((_word(key, index, 2) >> S32) * OFFSETS) >> S32
+    return int(dx), int(dy), _uniform(_word(key, index, 3)) <= FLIP_PROBABILITY
+
+
+@numba.njit(cache=True, nogil=True)
+def _normal_pair(key: np.uint64, index: np.uint64, k: int) -> tuple[float, float]:
+    """Two independent N(0, 1) values from words k and k+1 (Box–Muller)."""
+    r = np.sqrt(-2.0 * np.log(_uniform(_word(key, index, k))))
+    theta = 2.0 * np.pi * _uniform(_word(key, index, k + 1))
+    return r * np.cos(theta), r * np.sin(theta)
+
+
+@numba.njit(cache=True, nogil=True)
+def _alpha(key: np.uint64, index: np.uint64, out: np.ndarray) -> None:
+    """α ~ N(0, 0.1²) per channel, into out[0:3]."""
+    out[0], out[1] = _normal_pair(key, index, 4)
+    out[2] = _normal_pair(key, index, 6)[0]
+    out *= PCA_ALPHA_STD
+
+
+@numba.njit(cache=True, nogil=True)
+def _draws(
+    key: np.uint64, indices: np.ndarray, dx: np.ndarray, dy: np.ndarray, flip: np.ndarray, alpha: np.ndarray
+) -> None:
+    for i in range(len(indices)):
+        dx[i], dy[i], flip[i] = _offsets(key, U64(indices[i]))
+        _alpha(key, U64(indices[i]), alpha[i])
+
+
+def train_draws(key: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The draws of the samples `indices` under `key`: dx, dy (int64), flip (bool), alpha (float32 N×3)."""
+    n = len(indices)
+    out = {
+        "dx": np.empty(n, np.int64),
+        "dy": np.empty(n, np.int64),
+        "flip": np.empty(n, np.bool_),
+        "alpha": np.empty((n, 3), np.float64),
+    }
+    _draws(U64(key), np.asarray(indices, np.uint64), out["dx"], out["dy"], out["flip"], out["alpha"])
+    out["alpha"] = out["alpha"].astype(np.float32)
+    return out
+
+
+# --- the crops: numba kernels and the FFCV operations around them -----------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _window(image: np.ndarray, dx: int, dy: int, flip: bool, out: np.ndarray) -> None:
+    """out = the CROP_SIZE² window of `image` at column dx, row dy, mirrored left↔right if `flip`."""
+    window = image[dy : dy + CROP_SIZE, dx : dx + CROP_SIZE]
+    out[:] = window[:, ::-1] if flip else window
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _random_crops(images: np.ndarray, out: np.ndarray, indices: np.ndarray, key: np.uint64) -> np.ndarray:
+    """Each image's window at its own draws (the batch spread over numba's threads)."""
+    for i in numba.prange(len(indices)):
+        dx, dy, flip = _offsets(key, U64(indices[i]))
+        _window(images[i], dx, dy, flip, out[i])
+    return out[: len(indices)]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fixed_crops(images: np.ndarray, crops: np.ndarray, offsets: np.ndarray) -> None:
+    """crops[i, k] = image i's window at offsets row k (dx, dy, flip)."""
+    for i in numba.prange(images.shape[0]):
+        for k in range(len(offsets)):
+            _window(images[i], offsets[k, 0], offsets[k, 1], offsets[k, 2] != 0, crops[i, k])
+
+
+class EpochKey:
+    """The key of the epoch being loaded, read by RandomCropFlip at every batch."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class RandomCropFlip(Operation):
+    """The training crop: a 224×224 window at (dx, dy) from the draws, mirrored when they say so.
+
+    A Python-level step around the numba kernel `_random_crops`, so that the epoch's key can
+    change without recompiling (see the module docstring).
+    """
+
+    def __init__(self, key: EpochKey) -> None:
+        super().__init__()
+        self.key = key
+
+    def generate_code(self) -> Callable:
+        key = self.key
+
+        def random_crop_flip(images, dst, indices):
+            return _random_crops(images, dst, indices, U64(key.value))
+
+        random_crop_flip.with_indices = True
+        return random_crop_flip
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        shape = (CROP_SIZE, CROP_SIZE, 3)
+        return replace(previous_state, jit_mode=False, shape=shape), AllocationQuery(shape, previous_state.dtype)
+
+
+CENTER = np.array([[CENTER_OFFSET, CENTER_OFFSET, 0]], np.int64)
+TEN = np.array([[dx, dy, flip] for dx, dy, flip in TEN_CROP_OFFSETS], np.int64)
+
+
+class FixedCrops(Operation):
+    """Validation crops at fixed (dx, dy, flip) rows: one (the centre) → H×W×3, ten → 10×H×W×3.
+
+    A jitted FFCV operation; the loop over the batch is the cached parallel kernel
+    `_fixed_crops` (a parallel loop compiled afresh in every loader costs about 4 s).
+    """
+
+    def __init__(self, offsets: np.ndarray) -> None:
+        super().__init__()
+        self.offsets = offsets
+
+    def generate_code(self) -> Callable:
+        offsets = self.offsets
+
+        def fixed_crops(images, dst):
+            _fixed_crops(images, dst.reshape((dst.shape[0], len(offsets), CROP_SIZE, CROP_SIZE, 3)), offsets)
+            return dst[: images.shape[0]]
+
+        return fixed_crops
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        shape = (CROP_SIZE, CROP_SIZE, 3) if len(self.offsets) == 1 else (len(self.offsets), CROP_SIZE, CROP_SIZE, 3)
+        return replace(previous_state, jit_mode=True, shape=shape), AllocationQuery(shape, previous_state.dtype)
+
+
+class EpochOrder(TraversalOrder):
+    """The sample ids of the coming pass, exactly as FfcvLoader sets them (FFCV then batches them in order).
+
+    FFCV builds its traversal order by calling the object it is given with itself
+    (`order(loader)`), so the instance hands itself back.
+    """
+
+    def __init__(self, indices: np.ndarray) -> None:
+        self.indices = indices
+
+    def __call__(self, loader: Loader) -> EpochOrder:
+        return self
+
+    def sample_order(self, epoch: int) -> np.ndarray:
+        return self.indices
+
+
+def image_pipeline(config: LoaderConfig, key: EpochKey) -> list[Operation]:
+    """Decode the full 256×256 image, crop (random, centre or ten), hand over as a uint8 tensor on the device."""
+    if config.train:
+        crop = RandomCropFlip(key)
+    else:
+        crop = FixedCrops(TEN if config.ten_crop else CENTER)
+    return [SimpleRGBImageDecoder(), crop, ToTensor(), *to_device(config.device)]
+
+
+def label_pipeline(config: LoaderConfig) -> list[Operation]:
+    return [IntDecoder(), ToTensor(), Squeeze(1), *to_device(config.device)]
+
+
+def to_device(device: torch.device) -> list[Operation]:
+    """FFCV's asynchronous copy to an accelerator; nothing for the CPU, where it would only be
+    one more copy into one more set of buffers (the device step makes new tensors anyway)."""
+    return [] if device.type == "cpu" else [ToDevice(device, non_blocking=True)]
+
+
+class FfcvLoader(SeededEpochs):
+    """The FFCV loader behind `make_loader("ffcv", …)`; the contract is in `alexnet.pipeline.loaders.contract`.
+
+    Options: `mode` ("jpg": stored JPEGs, the default; "raw": decoded pixels) picks the beton,
+    `os_cache` reads it through the page cache (FFCV's default; shared by every process on the
+    machine) rather than FFCV's own process cache, `batches_ahead` is FFCV's prefetch depth.
+    Threads: `config.workers` (every core by default), capped at numba's thread count; FFCV
+    also sets torch's process-wide thread count to it at every pass.
+    """
+
+    kind = "ffcv"
+
+    def __init__(self, config: LoaderConfig, mode: Mode = "jpg", os_cache: bool = True, batches_ahead: int = 3) -> None:
+        self.config = config
+        self.path = beton_path(config.data, config.split, mode)
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: no FFCV file for {config.split}; run `{export_hint(config.data, mode)}` first"
+            )
+        split_shards(config.data, config.split)  # the shards it was exported from are finished and whole
+        self.step = DeviceStep(load_stats(config.data), config.device, config.dtype)
+        self.key = EpochKey()
+        threads = max(1, min(config.workers, numba.config.NUMBA_NUM_THREADS))
+        self.samples = beton_samples(self.path)
+        expected = read_manifest(config.data)["splits"][config.split]["samples"]
+        if self.samples != expected:
+            raise NotPrepared(
+                f"{self.path}: {self.samples} samples, the manifest's {config.split} has {expected}; re-run `{export_hint(config.data, mode)}`"
+            )
+        # FFCV sizes every pass by the first order it sees: the longest, a whole epoch.
+        self.order = EpochOrder(self.epoch_part(config.epoch))
+        self.ffcv = Loader(
+            str(self.path),
+            batch_size=config.batch_size,
+            num_workers=threads,
+            os_cache=os_cache,
+            order=self.order,
+            drop_last=False,
+            batches_ahead=batches_ahead,
+            seed=0,
+            pipelines={"image": image_pipeline(config, self.key), "label": label_pipeline(config)},
+        )
+        check_images(self.ffcv.reader.metadata[f"f{self.ffcv.field_name_to_f_ix['image']}"], self.path)
+        self.start_at(config.epoch)
+        self._running: Iterator | None = None
+
+    def epoch_part(self, epoch: int) -> np.ndarray:
+        """This rank's sample ids of `epoch`, in order, trimmed by the last-batch policy."""
+        c = self.config
+        part = sample_order(self.samples, c, epoch)[rank_slice(self.samples, c.rank, c.world_size)]
+        return part[: samples_per_epoch(self.samples, c)].astype(np.uint64)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        start = self.begin_pass() * self.config.batch_size
+        self._stop()
+        c, epoch = self.config, self.position.epoch
+        ids = self.epoch_part(epoch)[start:]
+        if len(ids) == 0:
+            return
+        self.key.value = derive_seed(c.seed, epoch)
+        self.order.indices = ids
+        running = self._running = iter(self.ffcv)
+        try:
+            for k, (images, labels) in enumerate(running):
+                images, draws = self.finish(images, ids[k * c.batch_size : (k + 1) * c.batch_size])
+                labels = labels.clone()  # out of FFCV's buffer, which it reuses a few batches on
+                self.position.batch += 1
+                yield (images, labels, draws) if c.with_draws else (images, labels)
+                if self._running is not running:
+                    return  # a newer pass has started (and stopped this one)
+        finally:
+            stop(running)
+
+    def finish(self, images: torch.Tensor, ids: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The device step: lighting from each sample's α (training) and normalisation, channels first.
+
+        Returns the new float images (FFCV's uint8 buffer is free again) and the draws (None for validation).
+        """
+        draws = None
+        if self.config.train:
+            draws = {k: torch.from_numpy(v) for k, v in train_draws(self.key.value, ids).items()}
+        alpha = None if draws is None else draws["alpha"].to(images.device, non_blocking=True)
+        return self.step(images, alpha), draws
+
+    def _stop(self) -> None:
+        if self._running is not None:
+            stop(self._running)
+            self._running = None
+
+    def close(self) -> None:
+        """Stop FFCV's loading thread."""
+        self._stop()
+
+
+def stop(running) -> None:
+    """End an FFCV epoch iterator and wait for its thread.
+
+    So that no two passes ever run at once (two threads launching parallel numba kernels abort
+    the process under numba's workqueue threading layer) and an abandoned pass frees its
+    buffers (several batches). FFCV's `close()` alone is not enough: its thread looks at the
+    request only when its queue is full, and blocks for good putting its end marker into a full
+    queue. So its remaining batches are dropped first (it finishes at most the one in hand) and
+    the queue is emptied until the thread has ended.
+    """
+    running.iter_ixes = iter(())
+    running.close()
+    while running.is_alive():
+        while not running.output_queue.empty():
+            running.output_queue.get_nowait()
+        running.join(0.01)
+
+
+def beton_samples(path) -> int:
+    """The sample count from a beton's header."""
+    from ffcv.types import HeaderType
+
+    return int(np.fromfile(path, dtype=HeaderType, count=1)[0]["num_samples"])
+
+
+def check_images(metadata: np.ndarray, path) -> None:
+    """Every image must be the stored 256×256 (SimpleRGBImageDecoder and the crops rely on it)."""
+    sizes = np.unique(np.stack([metadata["height"], metadata["width"]], axis=1), axis=0)
+    if sizes.tolist() != [[STORED_SIZE, STORED_SIZE]]:
+        raise ValueError(f"{path}: images must all be {STORED_SIZE}×{STORED_SIZE}, found {sizes.tolist()[:3]}")

@@ -1,0 +1,162 @@
+"""Find the ILSVRC-2012 images and their labels in the layouts people actually have on disk.
+
+Train is always `DIR/train/<wnid>/*.JPEG`; the class index is the wnid's position in the sorted list
+of train folders (torchvision's convention). Validation comes as `DIR/val/<wnid>/` (after
+valprep.sh), or flat `DIR/val/ILSVRC2012_val_*.JPEG` labelled by Kaggle's `LOC_val_solution.csv` or
+by the devkit's `ILSVRC2012_validation_ground_truth.txt` + `meta.mat`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+WNID = re.compile(r"^n\d{8}$")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+KAGGLE_VAL = "LOC_val_solution.csv"
+DEVKIT_VAL = "ILSVRC2012_validation_ground_truth.txt"
+DEVKIT_META = "meta.mat"
+SYNSET_NAMES = "LOC_synset_mapping.txt"
+
+
+class LayoutError(Exception):
+    """The input tree cannot be used; the message says which path and what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One source image: its path relative to the ILSVRC root, and its class index."""
+
+    path: str
+    label: int
+
+    @property
+    def key(self) -> str:
+        """The WebDataset key: the source file's stem (unique within ILSVRC-2012)."""
+        return Path(self.path).stem
+
+
+def find_classes(root: Path) -> list[str]:
+    """The sorted wnids of the train folders, which define the class indices."""
+    train = root / "train"
+    if not train.is_dir():
+        raise LayoutError(f"{train}: no train/ folder; point --imagenet-dir at the folder holding train/ and val/")
+    wnids = sorted(p.name for p in train.iterdir() if p.is_dir())
+    if not wnids:
+        raise LayoutError(f"{train}: no class folders; expected train/<wnid>/*.JPEG")
+    return wnids
+
+
+def is_image_name(path: Path) -> bool:
+    """An image by its name (`.JPEG`, `.jpg`, `.png`), not a hidden file: `.DS_Store`, `Thumbs.db` and the like are not samples."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of one folder, in sorted order."""
+    return [f for f in sorted(folder.iterdir()) if is_image_name(f) and f.is_file()]
+
+
+def list_train(root: Path, wnids: list[str]) -> list[Sample]:
+    """Every image file in every train class folder, in sorted order."""
+    return [
+        Sample(f"train/{wnid}/{f.name}", label)
+        for label, wnid in enumerate(wnids)
+        for f in image_files(root / "train" / wnid)
+    ]
+
+
+def list_val(root: Path, wnids: list[str], val_labels: Path | None = None) -> list[Sample]:
+    """Validation samples from class folders, or from a flat folder plus a label file.
+
+    Returns [] when there is no val/ folder at all (a train-only prepare is allowed).
+    """
+    val = root / "val"
+    if not val.is_dir():
+        return []
+    index = {w: i for i, w in enumerate(wnids)}
+    folders = sorted(p for p in val.iterdir() if p.is_dir() and WNID.match(p.name))
+    if folders:
+        unknown = [p.name for p in folders if p.name not in index]
+        if unknown:
+            raise LayoutError(f"{val / unknown[0]}: validation class {unknown[0]} has no train folder")
+        return [Sample(f"val/{p.name}/{f.name}", index[p.name]) for p in folders for f in image_files(p)]
+    files = [f.name for f in image_files(val)]
+    if not files:
+        return []
+    labels = read_val_labels(root, files, val_labels)
+    missing = [f for f in files if Path(f).stem not in labels]
+    if missing:
+        raise LayoutError(
+            f"{val / missing[0]}: no label for this validation image ({len(missing)} unlabelled); pass the right --val-labels"
+        )
+    unknown = sorted({labels[Path(f).stem] for f in files} - index.keys())
+    if unknown:
+        raise LayoutError(f"validation label {unknown[0]} has no train folder; is --val-labels from the same release?")
+    return [Sample(f"val/{f}", index[labels[Path(f).stem]]) for f in files]
+
+
+def read_val_labels(root: Path, files: list[str], val_labels: Path | None) -> dict[str, str]:
+    """Map each flat validation image stem to its wnid, from the Kaggle CSV or the devkit files."""
+    path = val_labels or find_label_file(root, KAGGLE_VAL) or find_label_file(root, DEVKIT_VAL)
+    if path is None:
+        raise LayoutError(
+            f"{root / 'val'}: flat validation images but no {KAGGLE_VAL} or {DEVKIT_VAL} in {root} or the "
+            "three folders above it; pass --val-labels FILE"
+        )
+    if not path.is_file():
+        raise LayoutError(f"{path}: validation label file not found")
+    if path.suffix == ".csv":
+        return read_kaggle_labels(path)
+    meta = path.parent / DEVKIT_META
+    if not meta.is_file():
+        raise LayoutError(f"{meta}: the devkit ground truth needs meta.mat beside it to map ILSVRC2012_IDs to wnids")
+    return read_devkit_labels(path, meta, files)
+
+
+def find_label_file(root: Path, name: str) -> Path | None:
+    """Look for `name` in root and up to three folders above (Kaggle nests ILSVRC/Data/CLS-LOC)."""
+    for folder in [root, *root.resolve().parents[:3]]:
+        for candidate in (folder / name, folder / "ILSVRC2012_devkit_t12" / "data" / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_kaggle_labels(path: Path) -> dict[str, str]:
+    """`ImageId,PredictionString` rows; the first token of PredictionString is the wnid."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "ImageId" not in rows[0] or "PredictionString" not in rows[0]:
+        raise LayoutError(f"{path}: expected a Kaggle CSV with ImageId,PredictionString columns")
+    return {row["ImageId"]: row["PredictionString"].split()[0] for row in rows}
+
+
+def read_devkit_labels(truth: Path, meta: Path, files: list[str]) -> dict[str, str]:
+    """The devkit lists 1-based ILSVRC2012_IDs in sorted file order; meta.mat maps IDs to wnids.
+
+    meta.mat's order is not sorted-wnid order, so the ID must go through the table.
+    """
+    from scipy.io import loadmat
+
+    synsets = loadmat(meta, squeeze_me=True)["synsets"]
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
+    ids = [int(line) for line in truth.read_text().split()]
+    if len(ids) != len(files):
+        raise LayoutError(f"{truth}: {len(ids)} labels for {len(files)} validation images")
+    return {Path(f).stem: id_to_wnid[i] for f, i in zip(files, ids)}
+
+
+def read_class_names(root: Path) -> dict[str, str]:
+    """wnid → human name from LOC_synset_mapping.txt, when one is found; else {}."""
+    path = find_label_file(root, SYNSET_NAMES)
+    if path is None:
+        return {}
+    names = {}
+    for line in path.read_text().splitlines():
+        wnid, _, name = line.partition(" ")
+        if WNID.match(wnid):
+            names[wnid] = name.strip()
+    return names

@@ -1,0 +1,85 @@
+"""Check a prepared folder against its manifest: bytes, sha256, counts, indexes, and every sample.
+
+Each problem is one line naming the file and what is wrong; shards are checked in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from multiprocessing import Pool
+from pathlib import Path
+
+from tqdm import tqdm
+
+from alexnet.pipeline.store.atomic import TMP_SUFFIX
+from alexnet.pipeline.store.manifest import read_manifest
+from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, index_path, read_index, sha256_file
+
+
+def check_shard(task: tuple[Path, dict, int, int]) -> list[str]:
+    """All problems of one shard: file, size, hash, index ↔ tar agreement, and each sample."""
+    tar, record, num_classes, size = task
+    if not tar.is_file():
+        return [f"{tar}: missing"]
+    problems = []
+    if tar.stat().st_size != record["bytes"]:
+        problems.append(f"{tar}: {tar.stat().st_size} bytes, manifest says {record['bytes']}")
+    if sha256_file(tar) != record["sha256"]:
+        problems.append(f"{tar}: sha256 differs from the manifest (corrupted or replaced)")
+    try:
+        keys, table = read_index(index_path(tar))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return problems + [f"{index_path(tar)}: unreadable index ({e})"]
+    if len(keys) != record["samples"]:
+        problems.append(f"{index_path(tar)}: {len(keys)} samples, manifest says {record['samples']}")
+    problems += index_mismatches(tar, keys, table)
+    if problems:
+        return problems
+    reader = ShardReader([tar])
+    for i, jpeg, label in reader.samples():
+        key = keys[i]
+        try:
+            shape = decode_jpeg(jpeg).shape
+        except Exception as e:  # any decoder failure is a finding, not a crash
+            problems.append(f"{tar}: sample {key} does not decode ({e})")
+            continue
+        if shape != (size, size, 3):
+            problems.append(f"{tar}: sample {key} is {shape}, expected ({size}, {size}, 3)")
+        if not 0 <= label < num_classes:
+            problems.append(f"{tar}: sample {key} has label {label}, outside 0..{num_classes - 1}")
+    return problems
+
+
+def index_mismatches(tar: Path, keys: list[str], table) -> list[str]:
+    """Compare the index with the tar's own member table (offsets, sizes, names)."""
+    try:
+        with tarfile.open(tar) as t:
+            members = {m.name: (m.offset_data, m.size) for m in t.getmembers() if m.isfile()}
+    except (tarfile.TarError, OSError) as e:
+        return [f"{tar}: not a readable tar ({e})"]
+    expected = {}
+    for key, (jo, js, co, cs) in zip(keys, table.tolist()):
+        expected[f"{key}.jpg"] = (jo, js)
+        expected[f"{key}.cls"] = (co, cs)
+    if members != expected:
+        wrong = sorted(set(members.items()) ^ set(expected.items()))
+        return [f"{index_path(tar)}: disagrees with its tar at {wrong[0][0]} ({len(wrong)} differences)"]
+    return []
+
+
+def verify(out: Path, workers: int | None = None) -> list[str]:
+    """Every problem found in OUT (empty when all is well)."""
+    manifest = read_manifest(out)
+    size = manifest["settings"]["size"]
+    problems = [] if manifest.get("complete") else [f"{out}: manifest says prepare did not finish; re-run prepare"]
+    tasks = []
+    for split, record in manifest["splits"].items():
+        problems += [f"{p}: leftover temporary file" for p in sorted((out / split).glob(f"*{TMP_SUFFIX}"))]
+        tasks += [(out / split / s["name"], s, len(manifest["classes"]), size) for s in record["shards"]]
+        if sum(s["samples"] for s in record["shards"]) != record["samples"]:
+            problems.append(f"{out}: {split} shard counts do not add up to the manifest's {record['samples']}")
+    with Pool(workers or os.cpu_count()) as pool:
+        for found in tqdm(pool.imap(check_shard, tasks), total=len(tasks), desc="verify", unit="shard"):
+            problems += found
+    return problems

@@ -1,0 +1,87 @@
+"""`OUT/manifest.json`: what `prepare` wrote, with the settings it used (docs/design.md, shard format).
+
+The manifest is rewritten atomically after every finished shard, with `"complete": false` until
+the last one, so an interrupted `prepare` knows which shards it can keep. Everything that reads
+shards finds them here (`split_shards`), never by listing a folder, and refuses an output that
+is unfinished or whose files disagree with the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from alexnet.pipeline.store.atomic import write_atomic
+from alexnet.pipeline.store.shards import index_path
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+
+
+class NotPrepared(FileNotFoundError):
+    """The output folder is missing, unfinished, or disagrees with its manifest; re-run prepare."""
+
+
+def manifest_path(out: Path) -> Path:
+    return out / MANIFEST_FILE
+
+
+def read_manifest(out: Path) -> dict:
+    """The manifest of a prepared folder; a clear error when there is none or it is not JSON."""
+    path = manifest_path(out)
+    if not path.is_file():
+        raise NotPrepared(f"{path}: no manifest; run `alexnet-tools prepare --out {out}` first")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NotPrepared(
+            f"{path}: not a readable manifest ({e}); re-run `alexnet-tools prepare --out {out}`"
+        ) from None
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write the manifest to a temporary name, fsync, then rename over the old one."""
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
+
+
+def shard_paths(out: Path, manifest: dict, split: str) -> list[Path]:
+    """The tar paths of a split, in manifest order."""
+    return [out / split / s["name"] for s in manifest["splits"].get(split, {}).get("shards", [])]
+
+
+def split_shards(out: Path, split: str) -> list[Path]:
+    """The tars of a finished split, in manifest order, after checking them against the manifest.
+
+    Refuses (NotPrepared, one line naming what is wrong) an unfinished prepare, a split the
+    manifest does not hold, and a listed tar or index that is missing or of another size.
+    """
+    manifest = read_manifest(out)
+    hint = f"re-run `alexnet-tools prepare --out {out}`"
+    if not manifest.get("complete", False):
+        raise NotPrepared(f'{manifest_path(out)}: prepare did not finish ("complete": false); {hint}')
+    shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
+    if not shards:
+        raise NotPrepared(f"{out}: the manifest lists no {split} shards; {hint} on a source with a {split} split")
+    tars = []
+    for record in shards:
+        tar = out / split / record["name"]
+        if not tar.is_file():
+            raise NotPrepared(f"{tar}: listed in the manifest but missing; {hint}")
+        if tar.stat().st_size != record["bytes"]:
+            raise NotPrepared(f"{tar}: {tar.stat().st_size} bytes, the manifest says {record['bytes']}; {hint}")
+        if not index_path(tar).is_file():
+            raise NotPrepared(f"{index_path(tar)}: missing index of {tar.name}; {hint}")
+        tars.append(tar)
+    return tars
+
+
+def shards_digest(manifest: dict) -> str:
+    """sha256 of the manifest's shard records (names, counts, bytes, hashes) of every split.
+
+    What `pca.json` records as the data it was computed from: it changes when the shards do, and
+    not when a tool adds its own entry to the manifest (as `export-ffcv` does).
+    """
+    shards = {split: record.get("shards", []) for split, record in sorted(manifest.get("splits", {}).items())}
+    return hashlib.sha256(json.dumps(shards, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,39 @@
+"""What several front ends share: the device option and its check, the loader-list option, the class count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import torch
+
+from alexnet.pipeline import LOADER_KINDS
+from alexnet.pipeline.store.manifest import read_manifest
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    """One line when `--device cuda` is asked for where torch sees no CUDA device."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is visible; use --device cpu")
+
+
+def parse_loader_list(ctx: click.Context, param: click.Parameter, values: str | tuple[str, ...] | None) -> list[str]:
+    """`--loader dali --loader torch` or `--loader dali,torch`: the kinds in order, each once."""
+    values = (values,) if isinstance(values, str) else values or ()
+    kinds = list(dict.fromkeys(k.strip() for v in values for k in v.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in LOADER_KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(LOADER_KINDS)}")
+    return kinds
+
+
+def class_count(data: Path) -> int:
+    """The number of classes the manifest of DATA lists (one line when there is no manifest)."""
+    try:
+        return len(read_manifest(data)["classes"])
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
