@@ -46,11 +46,6 @@ def write_manifest(out: Path, manifest: dict) -> None:
     write_atomic(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
 
 
-def shard_paths(out: Path, manifest: dict, split: str) -> list[Path]:
-    """The tar paths of a split, in manifest order."""
-    return [out / split / s["name"] for s in manifest["splits"].get(split, {}).get("shards", [])]
-
-
 def split_shards(out: Path, split: str) -> list[Path]:
     """The tars of a finished split, in manifest order, after checking them against the manifest.
 

@@ -202,3 +202,36 @@ def test_disk_full_is_one_clear_line_and_keeps_finished_shards(source: Path, pre
             assert (mnt / "out" / "train" / shard["name"]).stat().st_size == shard["bytes"]
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_shuffle_seed_decides_the_train_order(source: Path, prepared: Path, tmp_path: Path) -> None:
+    """`Settings.shuffle_seed` is what prepare shuffles with (and what the manifest records)."""
+    from alexnet.pipeline.offline.prepare import Settings, prepare
+
+    def train_keys(out: Path) -> list[str]:
+        return [
+            key
+            for s in read_manifest(out)["splits"]["train"]["shards"]
+            for key in read_index(out / "train" / s["name"].replace(".tar", ".idx"))[0]
+        ]
+
+    prepare(root=source, out=tmp_path / "seed0", settings=Settings(shard_size=5, shuffle_seed=0), workers=2)
+    prepare(root=source, out=tmp_path / "seed1", settings=Settings(shard_size=5, shuffle_seed=1), workers=2)
+    assert train_keys(tmp_path / "seed0") == train_keys(prepared)  # the default is seed 0
+    assert sorted(train_keys(tmp_path / "seed1")) == sorted(train_keys(prepared))
+    assert train_keys(tmp_path / "seed1") != train_keys(prepared)
+    assert read_manifest(tmp_path / "seed1")["settings"]["shuffle_seed"] == 1
+
+
+def test_stray_non_image_files_are_not_samples(source: Path, prepared: Path, tmp_path: Path) -> None:
+    """`.DS_Store`, `Thumbs.db` and the like in class folders change nothing: same input digest, same shards."""
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    for folder in [src / "train" / WNIDS[0], src / "train" / WNIDS[2], src / "val"]:
+        (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (folder / "._n01000001_0.JPEG").write_bytes(b"\0\5\26\7")  # macOS resource fork
+    result = run_prepare(src, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "out")["inputs"] == read_manifest(prepared)["inputs"]
+    assert tree_bytes(tmp_path / "out" / "train") == tree_bytes(prepared / "train")
