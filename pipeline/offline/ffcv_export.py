@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from alexnet.pipeline.offline.prepare import JPEG_QUALITY
 from alexnet.pipeline.store.atomic import publish, tmp_path
 from alexnet.pipeline.store.betons import FFCV_DIR, MANIFEST_KEY, MODES, Mode, beton_path, import_ffcv
 from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, write_manifest
@@ -205,7 +206,7 @@ def export(
     for split, reader in splits.items():
         path = beton_path(data, split, mode)
         samples = ShardSamples(reader, raw=mode == "raw")
-        image = RGBImageField(write_mode="raw") if mode == "raw" else stored_jpeg_field(quality or 90)
+        image = RGBImageField(write_mode="raw") if mode == "raw" else stored_jpeg_field(quality or JPEG_QUALITY)
         announce(f"{split}: {len(samples)} samples → {path}")
         start = time.perf_counter()
         write_beton(path, samples, {"image": image, "label": IntField()}, workers or os.cpu_count() or 1)
