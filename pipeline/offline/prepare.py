@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import signal
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -232,10 +232,13 @@ def _ignore_sigint() -> None:
 
 @contextmanager
 def worker_pool(workers: int | None) -> Iterator[Pool]:
-    """A pool whose workers ignore SIGINT, so that Ctrl-C (sent to the whole process group) stops only
-    the main process, which then terminates the pool: no worker is interrupted inside a queue's
-    `put()` (which could hang the pool) and none prints a traceback. SIGINT is blocked while the
-    workers are forked, so a Ctrl-C in that moment is delivered, not lost, once the pool is up.
+    """A pool whose workers ignore SIGINT and which is never terminated, only closed and joined.
+
+    Ctrl-C goes to the whole process group; only the main process stops. It then lets the few
+    chunks in flight (see `in_order`) finish and the workers exit by themselves: terminating a
+    worker can kill it inside a queue's `put()`, leaving that queue's lock held and the pool's
+    shutdown hanging for ever. SIGINT is blocked while the workers are forked, so a Ctrl-C in
+    that moment is delivered once the pool is up, not lost and not raised inside a new worker.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
@@ -243,9 +246,38 @@ def worker_pool(workers: int | None) -> Iterator[Pool]:
     except BaseException:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         raise
-    with pool:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C pending since is raised here
         yield pool
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _run_chunk(fn: Callable, tasks: list) -> list:
+    return [fn(task) for task in tasks]
+
+
+def in_order(pool: Pool, fn: Callable, tasks: Iterator, chunk: int = 4, ahead: int = 2) -> Iterator:
+    """`fn(task)` for every task, computed on `pool` in chunks and yielded in order.
+
+    At most `ahead` chunks per worker are in flight, so that an interrupted run waits only for
+    those (a fraction of a second) before the pool is closed.
+    """
+    window = ahead * pool._processes  # the pool's size (Pool has no public accessor)
+    pending: deque = deque()
+    batch: list = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) == chunk:
+            pending.append(pool.apply_async(_run_chunk, (fn, batch)))
+            batch = []
+            if len(pending) >= window:
+                yield from pending.popleft().get()
+    if batch:
+        pending.append(pool.apply_async(_run_chunk, (fn, batch)))
+    while pending:
+        yield from pending.popleft().get()
 
 
 def _process(task: tuple[Path, int, int, bool]) -> tuple[bytes | None, str]:
@@ -322,7 +354,7 @@ def prepare_split(
     tasks = (
         (root / s.path, settings.quality, settings.size, settings.draft_decode) for _, chunk in todo for s in chunk
     )
-    outputs = pool.imap(_process, tasks, chunksize=8)
+    outputs = in_order(pool, _process, tasks)
     with tqdm(total=sum(len(c) for _, c in todo), desc=f"prepare {split}", unit="img", smoothing=0.05) as bar:
         for name, chunk in todo:
             shard, quarantine = write_shard(folder / name, chunk, outputs, result, bar)
