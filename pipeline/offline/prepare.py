@@ -6,7 +6,7 @@ shards with a fixed seed so every shard mixes classes. Each finished shard is pu
 and recorded in the manifest at once, so a killed run resumes by skipping finished shards and ends
 byte-identical to an uninterrupted one. A re-run keeps a finished shard only when its bytes still
 hash to the manifest's sha256, and rebuilds the others. Workers ignore Ctrl-C: the main process
-stops, removes its temporary files and terminates the pool.
+stops, lets the few chunks in flight finish, removes its temporary files and closes the pool.
 """
 
 from __future__ import annotations
