@@ -18,6 +18,11 @@ def pca_stats(data: Path, max_images: int | None, workers: int | None) -> None:
         stats = compute_pca(data, max_images, workers)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
-    save_pca(stats, data / PCA_FILE)
+    try:
+        save_pca(stats, data / PCA_FILE)
+    except OSError as e:
+        raise click.ClickException(
+            f"{data / PCA_FILE}: cannot write ({e.strerror or e}); free space or fix permissions and re-run"
+        ) from None
     click.echo(format_stats(stats))
     click.echo(f"→ {data / PCA_FILE}")

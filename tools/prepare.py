@@ -1,6 +1,7 @@
 """`alexnet-tools prepare`: ILSVRC-2012 JPEGs → 256×256 JPEG shards, DALI indexes and a manifest."""
 
 import errno
+import sys
 import time
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def prepare_cmd(
 ) -> None:
     """Resize every image's short side to 256, crop the centre 256×256, and write WebDataset shards.
 
-    Undecodable files are listed in the manifest's quarantine and counted; the run still succeeds.
-    A re-run with the same settings resumes, keeping finished shards.
+    Undecodable files (and decompression bombs) are listed in the manifest's quarantine and counted;
+    the run still succeeds. A re-run with the same settings resumes: it keeps finished shards whose
+    sha256 still matches the manifest, rebuilds the others, and retries files it could not read.
+    Ctrl-C stops it at once; run the same command again to resume.
     """
     if not imagenet_dir.is_dir():
         raise click.ClickException(f"{imagenet_dir}: no such folder; pass the ILSVRC folder holding train/ and val/")
@@ -62,19 +65,26 @@ def prepare_cmd(
             val_labels=val_labels,
             workers=workers,
             overwrite=overwrite,
+            announce=click.echo,
         )
     except (LayoutError, SettingsMismatch) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(os_error_line(e, out)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; run the same command again to resume (finished shards in {out} are kept)", err=True)
+        sys.exit(130)
     click.echo(format_summary(results, time.perf_counter() - start, out))
 
 
 def os_error_line(e: OSError, out: Path) -> str:
-    """One line for a failed write: disk full, permissions, or anything else the OS said."""
-    where = e.filename or out
+    """One line for a failed read or write: disk full, unreadable input, unwritable output, or what the OS said."""
+    where = Path(e.filename) if e.filename else out
     if e.errno == errno.ENOSPC:
         return f"{where}: disk full; free space (or choose another --out) and re-run: finished shards are kept"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{where}: not writable; choose another --out or fix its permissions"
+        path, dest = where.resolve(), out.resolve()
+        if path.is_relative_to(dest) or dest.is_relative_to(path):  # prepare writes only OUT and its parents
+            return f"{where}: not writable; choose another --out or fix its permissions"
+        return f"{where}: cannot read this input ({e.strerror}); fix its permissions or run as a user who can read it"
     return f"{where}: {e.strerror or e}"

@@ -20,6 +20,7 @@ def verify_cmd(data: Path, workers: int | None) -> None:
         click.echo(p)
     if problems:
         raise click.ClickException(
-            f"{len(problems)} problem(s) in {data}; re-run prepare (finished shards are kept) or --overwrite"
+            f"{len(problems)} problem(s) in {data}; re-run prepare with the same options: it rebuilds every "
+            "shard that differs from the manifest and keeps the others (files it does not list are yours to remove)"
         )
     click.echo(f"{data}: all shards, indexes and samples check out")

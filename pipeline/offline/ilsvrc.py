@@ -126,12 +126,24 @@ def find_label_file(root: Path, name: str) -> Path | None:
 
 
 def read_kaggle_labels(path: Path) -> dict[str, str]:
-    """`ImageId,PredictionString` rows; the first token of PredictionString is the wnid."""
+    """`ImageId,PredictionString` rows; the first token of PredictionString is the wnid.
+
+    A row without an ImageId or a wnid is refused in one line naming the file and its line number.
+    """
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "ImageId" not in rows[0] or "PredictionString" not in rows[0]:
-        raise LayoutError(f"{path}: expected a Kaggle CSV with ImageId,PredictionString columns")
-    return {row["ImageId"]: row["PredictionString"].split()[0] for row in rows}
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+            raise LayoutError(f"{path}: expected a Kaggle CSV with ImageId,PredictionString columns")
+        labels = {}
+        for row in reader:
+            image, tokens = row["ImageId"], (row["PredictionString"] or "").split()
+            if not image or not tokens:
+                raise LayoutError(
+                    f"{path}: line {reader.line_num}: {'no ImageId' if not image else f'{image} has an empty PredictionString'}"
+                    "; every row needs an ImageId and a wnid first in PredictionString (use the file Kaggle ships)"
+                )
+            labels[image] = tokens[0]
+    return labels
 
 
 def read_devkit_labels(truth: Path, meta: Path, files: list[str]) -> dict[str, str]:

@@ -4,11 +4,17 @@ CMYK, grayscale, palette and a PNG named `.JPEG` all become RGB. EXIF orientatio
 as in the original data. Large JPEGs are decoded at a reduced DCT scale (Pillow's draft mode) when
 the image is at least twice the target, which changes the output very little (see the tests) and
 makes the multi-thousand-pixel images several times cheaper.
+
+Memory per image is bounded whatever the shape: the resize computes only the central square
+(Pillow's `box`), so a 1×20000 strip never becomes a 256×5120000 intermediate, and an image of
+more than `MAX_PIXELS` (Pillow's decompression-bomb limit) is refused before it is decoded.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -18,26 +24,50 @@ from alexnet.pipeline.paper import STORED_SIZE
 RESAMPLE = Image.Resampling.BICUBIC  # antialiased: Pillow widens the kernel when it shrinks
 RESIZE_FILTER = "bicubic"
 CHROMA_SUBSAMPLING = "4:2:0"
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # above this Pillow warns of a decompression bomb; we quarantine
+UNREADABLE = "cannot read"  # how a quarantine reason starts when the file, not the image, is the problem
 
 
 class BadImage(Exception):
     """The file cannot be used as an image; the message is the reason recorded in quarantine."""
 
 
+class Unreadable(BadImage):
+    """The file cannot be read (permissions, I/O error, gone): its reason starts with `UNREADABLE`."""
+
+
+def is_unreadable(reason: str) -> bool:
+    """Whether a quarantine reason is an unreadable file (counted apart; a re-run retries it)."""
+    return reason.startswith(UNREADABLE)
+
+
 def load_rgb(path: Path, size: int = STORED_SIZE, draft: bool = True) -> tuple[Image.Image, str]:
     """Decode `path` to RGB, returning the image and the source's `FORMAT/mode` for the summary."""
-    if path.stat().st_size == 0:
-        raise BadImage("empty file")
     try:
-        im = Image.open(path)
-        source = f"{im.format}/{im.mode}"
-        if draft and im.format == "JPEG":
-            im.draft("RGB", short_side_size(im.size, size))
-        im.load()
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image Pillow can identify") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImage(f"cannot decode: {e}") from None
+        f = open(path, "rb")
+    except OSError as e:
+        raise Unreadable(f"{UNREADABLE}: {e.strerror or e}") from None
+    with f:
+        try:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise BadImage("empty file")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(f)
+            source = f"{im.format}/{im.mode}"
+            if draft and im.format == "JPEG":
+                im.draft("RGB", short_side_size(im.size, size))
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise BadImage(f"decompression bomb: {e}") from None
+        except Image.UnidentifiedImageError:
+            raise BadImage("not an image Pillow can identify") from None
+        except OSError as e:
+            if e.errno is not None:  # the OS failed a read (I/O error); Pillow's decode errors carry no errno
+                raise Unreadable(f"{UNREADABLE}: {e.strerror or e}") from None
+            raise BadImage(f"cannot decode: {e}") from None
+        except (SyntaxError, ValueError) as e:
+            raise BadImage(f"cannot decode: {e}") from None
     return (im if im.mode == "RGB" else im.convert("RGB")), source
 
 
@@ -50,10 +80,17 @@ def short_side_size(size: tuple[int, int], short: int) -> tuple[int, int]:
 
 
 def resize_center_crop(im: Image.Image, size: int = STORED_SIZE) -> Image.Image:
-    """Resize the short side to `size`, then take the central size×size patch (§2)."""
+    """The central size×size patch of the image resized to short side `size` (§2).
+
+    Only the patch is computed: its region of the source is passed to the resize as `box`, so
+    memory stays bounded for any aspect ratio (resizing a 1×20000 strip in full would take GBs).
+    """
+    w, h = im.size
     rw, rh = short_side_size(im.size, size)
     left, top = (rw - size) // 2, (rh - size) // 2
-    return im.resize((rw, rh), RESAMPLE).crop((left, top, left + size, top + size))
+    sx, sy = w / rw, h / rh
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return im.resize((size, size), RESAMPLE, box=box)
 
 
 def encode_jpeg(im: Image.Image, quality: int) -> bytes:

@@ -4,7 +4,9 @@ Images are processed by a pool of worker processes (every core by default); the 
 appends their results, in order, to the shard being written. Train samples are shuffled across
 shards with a fixed seed so every shard mixes classes. Each finished shard is published atomically
 and recorded in the manifest at once, so a killed run resumes by skipping finished shards and ends
-byte-identical to an uninterrupted one.
+byte-identical to an uninterrupted one. A re-run keeps a finished shard only when its bytes still
+hash to the manifest's sha256, and rebuilds the others. Workers ignore Ctrl-C: the main process
+stops, lets the few chunks in flight finish, removes its temporary files and closes the pool.
 """
 
 from __future__ import annotations
@@ -14,21 +16,38 @@ import hashlib
 import os
 import random
 import shutil
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import signal
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 
 from tqdm import tqdm
 
 from alexnet.pipeline.offline import ilsvrc
-from alexnet.pipeline.offline.image import CHROMA_SUBSAMPLING, RESIZE_FILTER, BadImage, prepare_image
+from alexnet.pipeline.offline.image import (
+    CHROMA_SUBSAMPLING,
+    RESIZE_FILTER,
+    BadImage,
+    is_unreadable,
+    prepare_image,
+)
+from alexnet.pipeline.offline.verify import index_mismatches
 from alexnet.pipeline.paper import STORED_SIZE
-from alexnet.pipeline.store.atomic import TMP_SUFFIX
+from alexnet.pipeline.store.atomic import TMP_SUFFIX, tmp_path
 from alexnet.pipeline.store.betons import FFCV_DIR
-from alexnet.pipeline.store.manifest import FORMAT_VERSION, SPLITS, manifest_path, read_manifest, write_manifest
-from alexnet.pipeline.store.shards import ShardWriter, index_path, shard_name
+from alexnet.pipeline.store.manifest import (
+    FORMAT_VERSION,
+    SPLITS,
+    manifest_path,
+    read_manifest,
+    shards_digest,
+    write_manifest,
+)
+from alexnet.pipeline.store.pca_file import PCA_FILE
+from alexnet.pipeline.store.shards import ShardWriter, index_path, read_index, sha256_file, shard_name
 
 # The defaults of every setting; the CLI reads them from here.
 JPEG_QUALITY = 90
@@ -58,9 +77,12 @@ class SplitResult:
     """What one split's run did, for the summary."""
 
     written: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # bad images: empty, not an image, cannot decode, decompression bomb
+    unreadable: int = 0  # files the OS would not read (also in the quarantine list; a re-run retries them)
     skipped_shards: int = 0
+    rebuilt_shards: int = 0  # finished shards whose bytes no longer hashed to the manifest's sha256
     converted: Counter | None = None
+    empty_classes: list[str] = field(default_factory=list)  # wnids with no sample in this split
 
 
 def plan_splits(
@@ -98,41 +120,164 @@ def new_manifest(root: Path, settings: Settings, wnids: list[str], splits: dict[
     }
 
 
-def open_out(out: Path, fresh: dict, overwrite: bool) -> dict:
-    """Create OUT, or reopen it for a resume; refuse other settings unless `overwrite`."""
+def open_out(out: Path, fresh: dict, overwrite: bool, announce: Callable[[str], None] = print) -> dict:
+    """Create OUT, or reopen it for a resume; refuse other settings or input unless `overwrite`.
+
+    The refusal names what differs, old value → new. `overwrite` removes the old shards, the
+    manifest and everything derived from them (pca.json, ffcv/), and `announce`s what it removed.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
     if manifest_path(out).is_file():
         old = read_manifest(out)
-        same = all(old.get(k) == fresh[k] for k in ("format_version", "settings", "inputs", "classes"))
-        if same:
+        differences = manifest_differences(old, fresh)
+        if not differences:
             return old
         if not overwrite:
             raise SettingsMismatch(
-                f"{out}: holds shards made with other settings or input; use another --out, or --overwrite to replace them"
+                f"{out}: holds shards made with other settings or input ({'; '.join(differences)}); "
+                "use another --out, or --overwrite to replace them"
             )
-    if overwrite:
-        for folder in (*SPLITS, FFCV_DIR):  # ffcv/: export-ffcv's copies of the old shards
+        removed = remove_derived(out) + [manifest_path(out).name]
+        manifest_path(out).unlink()  # first, so that nothing trusts the old shards once they start to go
+        removed += [f"{f}/" for f in SPLITS if (out / f).exists()]
+        for folder in SPLITS:
             shutil.rmtree(out / folder, ignore_errors=True)
-        manifest_path(out).unlink(missing_ok=True)
+        announce(f"--overwrite: removed {', '.join(removed)} from {out} ({'; '.join(differences)})")
     return fresh
 
 
-def finished_shards(out: Path, split: str, record: dict) -> dict[str, dict]:
-    """Shards the manifest records whose tar and index are on disk with the recorded size."""
-    done = {}
-    for shard in record["shards"]:
+def manifest_differences(old: dict, fresh: dict) -> list[str]:
+    """What makes OUT's manifest other than this run's: `name: old → new` for each setting or input that differs."""
+    diffs = []
+    if old.get("format_version") != fresh["format_version"]:
+        diffs.append(f"format_version: {old.get('format_version')} → {fresh['format_version']}")
+    settings = old.get("settings", {})
+    for key, value in fresh["settings"].items():
+        if settings.get(key) != value:
+            diffs.append(f"{key}: {settings.get(key, '(none)')} → {value}")
+    diffs += [f"{key}: {value} → (none)" for key, value in settings.items() if key not in fresh["settings"]]
+    inputs = old.get("inputs", {})
+    for split in sorted(inputs.keys() | fresh["inputs"].keys()):
+        a, b = inputs.get(split, {}), fresh["inputs"].get(split, {})
+        if a.get("images") != b.get("images"):
+            diffs.append(f"{split} input: {a.get('images', 0)} → {b.get('images', 0)} images")
+        elif a != b:
+            diffs.append(f"{split} input: other files or labels ({b['images']} images either way)")
+    classes = [c.get("wnid") for c in old.get("classes", [])], [c["wnid"] for c in fresh["classes"]]
+    if classes[0] != classes[1]:
+        if len(classes[0]) != len(classes[1]):
+            diffs.append(f"classes: {len(classes[0])} → {len(classes[1])}")
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(*classes)) if a != b)
+            diffs.append(f"class {i}: {classes[0][i]} → {classes[1][i]}")
+    elif old.get("classes") != fresh["classes"]:
+        diffs.append("class names (LOC_synset_mapping.txt) differ")
+    return diffs
+
+
+def remove_derived(out: Path) -> list[str]:
+    """Delete what other tools computed from OUT's shards (pca.json, ffcv/); returns the names removed."""
+    removed = []
+    if (out / PCA_FILE).exists():
+        (out / PCA_FILE).unlink()
+        removed.append(PCA_FILE)
+    if (out / FFCV_DIR).exists():
+        shutil.rmtree(out / FFCV_DIR)
+        removed.append(f"{FFCV_DIR}/")
+    return removed
+
+
+def finished_shards(out: Path, split: str, record: dict) -> tuple[dict[str, dict], list[str]]:
+    """The shards the manifest records that are whole on disk, and the names of those that differ.
+
+    A recorded shard is kept when its tar has the recorded size and sha256 (streamed: a sequential
+    read) and its index lists the recorded count at the offsets the tar holds. A shard that is
+    absent is simply not finished; one that is present but differs is returned to be rebuilt.
+    """
+    done, differ = {}, []
+    shards = [s for s in record["shards"] if (out / split / s["name"]).is_file()]
+    for shard in tqdm(shards, desc=f"check {split}", unit="shard", disable=not shards):
         tar = out / split / shard["name"]
-        if tar.is_file() and tar.stat().st_size == shard["bytes"] and index_path(tar).is_file():
+        if tar.stat().st_size == shard["bytes"] and sha256_file(tar) == shard["sha256"] and index_agrees(tar, shard):
             done[shard["name"]] = shard
-    return done
+        else:
+            differ.append(shard["name"])
+    return done, differ
 
 
-def remove_leftovers(folder: Path) -> None:
-    """Delete temporary files a killed run left behind (they are never complete)."""
-    for tmp in folder.glob(f"*{TMP_SUFFIX}"):
-        tmp.unlink()
+def index_agrees(tar: Path, shard: dict) -> bool:
+    """The shard's index exists, lists the recorded number of samples, and matches its tar's members."""
+    try:
+        keys, table = read_index(index_path(tar))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return len(keys) == shard["samples"] and not index_mismatches(tar, keys, table)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete the temporary files of a killed or failed run (they are never complete)."""
+    tmp_path(manifest_path(out)).unlink(missing_ok=True)
+    for split in SPLITS:
+        if (out / split).is_dir():
+            for tmp in (out / split).glob(f"*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def worker_pool(workers: int | None) -> Iterator[Pool]:
+    """A pool whose workers ignore SIGINT and which is never terminated, only closed and joined.
+
+    Ctrl-C goes to the whole process group; only the main process stops. It then lets the few
+    chunks in flight (see `in_order`) finish and the workers exit by themselves: terminating a
+    worker can kill it inside a queue's `put()`, leaving that queue's lock held and the pool's
+    shutdown hanging for ever. SIGINT is blocked while the workers are forked, so a Ctrl-C in
+    that moment is delivered once the pool is up, not lost and not raised inside a new worker.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pool = Pool(workers or os.cpu_count(), initializer=_ignore_sigint)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C pending since is raised here
+        yield pool
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _run_chunk(fn: Callable, tasks: list) -> list:
+    return [fn(task) for task in tasks]
+
+
+def in_order(pool: Pool, fn: Callable, tasks: Iterator, chunk: int = 4, ahead: int = 2) -> Iterator:
+    """`fn(task)` for every task, computed on `pool` in chunks and yielded in order.
+
+    At most `ahead` chunks per worker are in flight, so that an interrupted run waits only for
+    those (a fraction of a second) before the pool is closed.
+    """
+    window = ahead * pool._processes  # the pool's size (Pool has no public accessor)
+    pending: deque = deque()
+    batch: list = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) == chunk:
+            pending.append(pool.apply_async(_run_chunk, (fn, batch)))
+            batch = []
+            if len(pending) >= window:
+                yield from pending.popleft().get()
+    if batch:
+        pending.append(pool.apply_async(_run_chunk, (fn, batch)))
+    while pending:
+        yield from pending.popleft().get()
 
 
 def _process(task: tuple[Path, int, int, bool]) -> tuple[bytes | None, str]:
@@ -152,14 +297,32 @@ def prepare(
     workers: int | None = None,
     overwrite: bool = False,
     limit: int | None = None,
+    announce: Callable[[str], None] = print,
 ) -> dict[str, SplitResult]:
-    """Write every split's shards and the manifest; returns what each split's run did (`limit`: see plan_splits)."""
+    """Write every split's shards and the manifest; returns what each split's run did (`limit`: see plan_splits).
+
+    `announce` gets a line for each thing removed beside the shards (see `open_out`). A run that
+    fails or is interrupted removes its temporary files before the error reaches the caller.
+    """
     wnids, splits = plan_splits(root, val_labels, settings.shuffle_seed, limit)
-    manifest = open_out(out, new_manifest(root, settings, wnids, splits), overwrite)
+    if "train" not in splits:
+        raise ilsvrc.LayoutError(
+            f"{root / 'train'}: the {len(wnids)} class folders hold no images; expected train/<wnid>/*.JPEG"
+        )
+    manifest = open_out(out, new_manifest(root, settings, wnids, splits), overwrite, announce)
+    manifest["complete"] = False  # until every shard is checked or rebuilt (a re-run may rebuild some)
+    before = shards_digest(manifest)
+    remove_leftovers(out)
     results = {}
-    with Pool(workers or os.cpu_count()) as pool:
-        for split, samples in splits.items():
-            results[split] = prepare_split(pool, root, out, split, samples, settings, manifest)
+    try:
+        with worker_pool(workers) as pool:
+            for split, samples in splits.items():
+                results[split] = prepare_split(pool, root, out, split, samples, settings, manifest)
+    except BaseException:
+        remove_leftovers(out)
+        raise
+    if shards_digest(manifest) != before and (removed := remove_derived(out)):
+        announce(f"removed {', '.join(removed)} from {out}: computed from shards that were rebuilt differently")
     manifest["complete"] = True
     write_manifest(out, manifest)
     return results
@@ -168,23 +331,30 @@ def prepare(
 def prepare_split(
     pool: Pool, root: Path, out: Path, split: str, samples: list[ilsvrc.Sample], settings: Settings, manifest: dict
 ) -> SplitResult:
-    """Write the unfinished shards of one split, updating the manifest after each."""
+    """Write the unfinished shards of one split, updating the manifest after each.
+
+    A finished shard is rebuilt when its bytes differ from the manifest, or when it lacks a file
+    that could not be read last time (retried: the permissions may have been fixed since).
+    """
     folder = out / split
     folder.mkdir(exist_ok=True)
-    remove_leftovers(folder)
     record = manifest["splits"][split]
-    done = finished_shards(out, split, record)
+    done, differ = finished_shards(out, split, record)
     chunks = [samples[i : i + settings.shard_size] for i in range(0, len(samples), settings.shard_size)]
     names = [shard_name(split, n) for n in range(len(chunks))]
+    retry = {q["path"] for q in record["quarantine"] if is_unreadable(q["reason"])}
+    for name, chunk in zip(names, chunks):
+        if name in done and any(s.path in retry for s in chunk):
+            del done[name]
     kept_paths = {s.path for name, chunk in zip(names, chunks) if name in done for s in chunk}
     record["shards"] = [done[name] for name in names if name in done]
     record["quarantine"] = [q for q in record["quarantine"] if q["path"] in kept_paths]
     todo = [(name, chunk) for name, chunk in zip(names, chunks) if name not in done]
-    result = SplitResult(skipped_shards=len(done), converted=Counter())
+    result = SplitResult(skipped_shards=len(done), rebuilt_shards=len(differ), converted=Counter())
     tasks = (
         (root / s.path, settings.quality, settings.size, settings.draft_decode) for _, chunk in todo for s in chunk
     )
-    outputs = pool.imap(_process, tasks, chunksize=8)
+    outputs = in_order(pool, _process, tasks)
     with tqdm(total=sum(len(c) for _, c in todo), desc=f"prepare {split}", unit="img", smoothing=0.05) as bar:
         for name, chunk in todo:
             shard, quarantine = write_shard(folder / name, chunk, outputs, result, bar)
@@ -197,6 +367,7 @@ def prepare_split(
     counts = Counter(s.label for s in samples if s.path not in bad)
     record["class_counts"] = [counts.get(i, 0) for i in range(len(manifest["classes"]))]
     record["samples"] = sum(s["samples"] for s in record["shards"])
+    result.empty_classes = [c["wnid"] for c, n in zip(manifest["classes"], record["class_counts"]) if n == 0]
     return result
 
 
@@ -210,7 +381,10 @@ def write_shard(
             jpeg, info = next(outputs)
             if jpeg is None:
                 quarantine.append({"path": sample.path, "reason": info})
-                result.quarantined += 1
+                if is_unreadable(info):
+                    result.unreadable += 1
+                else:
+                    result.quarantined += 1
             else:
                 writer.add(sample.key, jpeg, sample.label)
                 result.written += 1
@@ -225,14 +399,26 @@ def write_shard(
 
 
 def format_summary(results: dict[str, SplitResult], seconds: float, out: Path) -> str:
-    """The lines `prepare` ends with: per split written/quarantined/converted, time and rate."""
-    lines = []
+    """The lines `prepare` ends with: per split written/quarantined/converted, warnings, time and rate."""
+    lines, warnings = [], []
     for split, r in results.items():
         converted = ", ".join(f"{k} {v}" for k, v in sorted(r.converted.items())) or "none"
+        rebuilt = f", {r.rebuilt_shards} rebuilt (their bytes differed from the manifest)" if r.rebuilt_shards else ""
         lines.append(
-            f"{split}: {r.written} written, {r.quarantined} quarantined, {r.skipped_shards} finished shards kept; "
-            f"converted to RGB: {converted}"
+            f"{split}: {r.written} written, {r.quarantined} quarantined, {r.skipped_shards} finished shards kept"
+            f"{rebuilt}; converted to RGB: {converted}"
         )
-    total = sum(r.written + r.quarantined for r in results.values())
+        if r.unreadable:
+            warnings.append(
+                f"warning: {split}: {r.unreadable} file(s) cannot be read (listed in the manifest's quarantine); "
+                "fix their permissions and re-run: they are retried"
+            )
+        if r.empty_classes:
+            names = ", ".join(r.empty_classes[:5]) + (
+                f" and {len(r.empty_classes) - 5} more" if len(r.empty_classes) > 5 else ""
+            )
+            warnings.append(f"warning: {split}: {len(r.empty_classes)} class(es) have no images: {names}")
+    total = sum(r.written + r.quarantined + r.unreadable for r in results.values())
+    lines += warnings
     lines.append(f"{total} images in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} img/s) → {out}")
     return "\n".join(lines)

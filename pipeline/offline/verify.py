@@ -1,6 +1,8 @@
 """Check a prepared folder against its manifest: bytes, sha256, counts, indexes, and every sample.
 
-Each problem is one line naming the file and what is wrong; shards are checked in parallel.
+Each problem is one line naming the file and what is wrong; shards are checked in parallel. Every
+file in a split folder that the manifest does not list is reported too: no tool reads it, and a
+stray tar there would look like data to anyone who globs the folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alexnet.pipeline.store.atomic import TMP_SUFFIX
-from alexnet.pipeline.store.manifest import read_manifest
+from alexnet.pipeline.store.manifest import SPLITS, read_manifest
 from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, index_path, read_index, sha256_file
 
 
@@ -68,14 +70,31 @@ def index_mismatches(tar: Path, keys: list[str], table) -> list[str]:
     return []
 
 
+def unlisted_files(out: Path, manifest: dict) -> list[str]:
+    """One line per file in OUT's split folders that the manifest does not list, and per temporary file in OUT."""
+    problems = [f"{p}: leftover temporary file" for p in sorted(out.glob(f"*{TMP_SUFFIX}"))]
+    for split in sorted({*SPLITS, *manifest["splits"]}):
+        listed = {
+            n
+            for s in manifest["splits"].get(split, {}).get("shards", [])
+            for n in (s["name"], index_path(Path(s["name"])).name)
+        }
+        for path in sorted((out / split).iterdir()) if (out / split).is_dir() else []:
+            if path.name.endswith(TMP_SUFFIX):
+                problems.append(f"{path}: leftover temporary file")
+            elif path.name not in listed:
+                problems.append(f"{path}: not listed in the manifest; no tool reads it: remove it")
+    return problems
+
+
 def verify(out: Path, workers: int | None = None) -> list[str]:
     """Every problem found in OUT (empty when all is well)."""
     manifest = read_manifest(out)
     size = manifest["settings"]["size"]
     problems = [] if manifest.get("complete") else [f"{out}: manifest says prepare did not finish; re-run prepare"]
+    problems += unlisted_files(out, manifest)
     tasks = []
     for split, record in manifest["splits"].items():
-        problems += [f"{p}: leftover temporary file" for p in sorted((out / split).glob(f"*{TMP_SUFFIX}"))]
         tasks += [(out / split / s["name"], s, len(manifest["classes"]), size) for s in record["shards"]]
         if sum(s["samples"] for s in record["shards"]) != record["samples"]:
             problems.append(f"{out}: {split} shard counts do not add up to the manifest's {record['samples']}")
