@@ -20,7 +20,7 @@ from alexnet.pipeline.offline.image import encode_jpeg
 from alexnet.pipeline.offline.pca import compute_pca
 from alexnet.pipeline.offline.prepare import Settings, prepare
 from alexnet.pipeline.offline.synth import write_tree
-from alexnet.pipeline.store.manifest import read_manifest, shards_digest, write_manifest
+from alexnet.pipeline.store.manifest import FORMAT_VERSION, read_manifest, shards_digest, write_manifest
 from alexnet.pipeline.store.pca_file import PCA_FILE, PcaStats, save_pca
 from alexnet.pipeline.store.shards import ShardReader, ShardWriter, index_path, read_index, shard_name
 
@@ -74,7 +74,12 @@ def write_prepared(out: Path, splits: dict[str, tuple[list[int], int]] | None = 
             splits or {"train": (TRAIN_SHARDS, 0), "val": (VAL_SHARDS, VAL_LABEL0)}
         ).items()
     }
-    manifest = {"format_version": 1, "complete": True, "settings": {"size": 256, "quality": QUALITY}, "splits": records}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "complete": True,
+        "settings": {"size": 256, "quality": QUALITY},
+        "splits": records,
+    }
     write_manifest(out, manifest)
     save_pca(dataclasses.replace(PCA, manifest_sha256=shards_digest(manifest)), out / PCA_FILE)
     return out

@@ -64,7 +64,7 @@ def bench_offline(
     _, rows["naive_prepare"] = measure(lambda n: n, naive_prepare, root, sample, Settings().quality)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="alexnet-bench-offline-") as tmp:
         out = Path(tmp) / "out"
-        prepared = lambda results: sum(r.written + r.quarantined for r in results.values())  # noqa: E731
+        prepared = lambda results: sum(r.written + r.quarantined + r.unreadable for r in results.values())  # noqa: E731
         _, rows["prepare"] = measure(
             prepared, prepare, root=root, out=out, settings=Settings(shard_size=256), workers=workers, limit=limit
         )

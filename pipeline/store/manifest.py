@@ -16,7 +16,9 @@ from alexnet.pipeline.store.atomic import write_atomic
 from alexnet.pipeline.store.shards import index_path
 
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the stored image is the resize of the central square region (earlier outputs resized the whole
+# image first: pixels up to 2 levels apart), so a version-1 output refuses to resume into a mixed one.
+FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 
 
