@@ -9,6 +9,7 @@ makes the multi-thousand-pixel images several times cheaper.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -67,3 +68,15 @@ def prepare_image(path: Path, quality: int, size: int = STORED_SIZE, draft: bool
     """The stored JPEG for one source file, and its source `FORMAT/mode`. Raises BadImage."""
     im, source = load_rgb(path, size, draft)
     return encode_jpeg(resize_center_crop(im, size), quality), source
+
+
+class _MemberFile(io.BytesIO):
+    """A source held in memory (an archive member) with what `load_rgb` asks of a path: `stat()` and opening."""
+
+    def stat(self) -> os.stat_result:
+        return os.stat_result((0o100644, 0, 0, 1, 0, 0, len(self.getbuffer()), 0, 0, 0))
+
+
+def prepare_image_bytes(data: bytes, quality: int, size: int = STORED_SIZE, draft: bool = True) -> tuple[bytes, str]:
+    """`prepare_image` for a source already in memory (a tar member): the same checks, the same bytes out."""
+    return prepare_image(_MemberFile(data), quality, size, draft)
