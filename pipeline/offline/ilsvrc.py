@@ -84,18 +84,12 @@ def find_official(root: Path, name: str) -> list[Path]:
 
 def find_form(root: Path) -> Form:
     """Which form of ImageNet DIR holds; refuses a DIR that mixes forms or holds an archive twice."""
-    found, official = [], {}
+    found = []
     if (root / "train").is_dir() or (root / "val").is_dir():
         found.append("an extracted tree (train/, val/)")
-    for name in OFFICIAL:
-        copies = find_official(root, name)
-        if len(copies) > 1:
-            raise LayoutError(
-                f"{root}: {name} is there twice ({copies[0]} and {copies[1]}); keep one, or point --imagenet-dir at one copy's folder"
-            )
-        if copies:
-            official[name] = copies[0]
-    if official:
+    copies = {name: find_official(root, name) for name in OFFICIAL}
+    official = {name: paths[0] for name, paths in copies.items() if paths}
+    if TRAIN_TAR in official or VAL_TAR in official:  # the devkit alone holds no images: it may sit beside a tree
         found.append(f"the official archives ({', '.join(p.name for p in official.values())})")
     tars = sorted(p for p in root.glob("*.tar") if p.is_file() and not p.name.startswith("ILSVRC2012_"))
     if tars:
@@ -107,7 +101,13 @@ def find_form(root: Path) -> Form:
         )
     if tars:
         return Form(WEBDATASET, webdataset=tuple(tars))
-    if official:
+    if TRAIN_TAR in official or VAL_TAR in official:
+        twice = next(((name, paths) for name, paths in copies.items() if len(paths) > 1), None)
+        if twice:
+            name, (first, second, *_) = twice
+            raise LayoutError(
+                f"{root}: {name} is there twice ({first} and {second}); keep one, or point --imagenet-dir at one copy's folder"
+            )
         return Form(ARCHIVES, official.get(TRAIN_TAR), official.get(VAL_TAR), official.get(DEVKIT_TAR))
     return Form(TREE)
 

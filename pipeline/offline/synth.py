@@ -378,7 +378,12 @@ def write_tree(
     ]
     (out / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
     (out / "LOC_synset_mapping.txt").write_text("".join(f"{w} {name}\n" for w, name in sorted(names)))
-    odd = [f"{job.path.relative_to(out).as_posix()} {job.oddity}\n" for job in jobs if job.oddity]
+
+    def listed(job: Job) -> str:  # the path prepare's quarantine list will show
+        rel = job.path.relative_to(out)
+        return f"{TRAIN_TAR}/{rel.parent.name}.tar/{rel.name}" if archives else rel.as_posix()
+
+    odd = [f"{listed(job)} {job.oddity}\n" for job in jobs if job.oddity]
     (out / ODDITIES_FILE).write_text("".join(odd))
     form = ""
     if archives:

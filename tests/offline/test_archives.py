@@ -193,6 +193,15 @@ def test_mixed_forms_are_refused_naming_what_was_found(tree: Path, archives: Pat
     assert "more than one form" in line and "train/" in line and TRAIN_TAR in line
 
 
+def test_a_devkit_beside_an_extracted_tree_is_not_another_form(
+    tree: Path, archives: Path, reference: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "in"
+    shutil.copytree(tree, root)
+    (root / DEVKIT_TAR).symlink_to(archives / "ILSVRC2012" / DEVKIT_TAR)
+    assert shard_bytes(prepared(root, tmp_path / "out")) == shard_bytes(reference)
+
+
 def test_an_archive_found_twice_is_refused(archives: Path, tmp_path: Path) -> None:
     root = tmp_path / "in"
     shutil.copytree(archives, root)
@@ -293,3 +302,6 @@ def test_synth_archives_prepare_to_the_synth_trees_shards(tmp_path: Path) -> Non
     tree_out, arch_out = prepared(tmp_path / "tree", tmp_path / "t"), prepared(tmp_path / "arch", tmp_path / "a")
     assert shard_bytes(arch_out) == shard_bytes(tree_out)
     assert read_manifest(arch_out)["classes"] == read_manifest(tree_out)["classes"]
+    listed = dict(line.split() for line in (tmp_path / "arch" / "SYNTH_ODDITIES.txt").read_text().splitlines())
+    quarantined = {q["path"] for q in read_manifest(arch_out)["splits"]["train"]["quarantine"]}
+    assert quarantined == {path for path, kind in listed.items() if kind in ("empty", "not_an_image")}
