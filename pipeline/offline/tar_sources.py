@@ -27,9 +27,10 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import Pool
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from alexnet.pipeline.offline import ilsvrc
 from alexnet.pipeline.offline.ilsvrc import WNID, LayoutError, Sample
@@ -37,6 +38,7 @@ from alexnet.pipeline.offline.ilsvrc import WNID, LayoutError, Sample
 DEVKIT_DATA = "ILSVRC2012_devkit_t12/data/"
 WEBDATASET_IMAGES = {".jpg", ".jpeg", ".png", ".webp"}
 BLOCK = tarfile.BLOCKSIZE
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class ArchiveError(LayoutError):
@@ -124,12 +126,14 @@ def read_member(archive: Path, offset: int, size: int, name: str) -> bytes:
     return data
 
 
-def _pool_map(fn, tasks: list, workers: int | None) -> list:
-    """fn over tasks on a process pool (in order), or in this process for a single task or worker."""
+def _pool_map(fn: Callable[[T], R], tasks: list[T], workers: int | None) -> Iterator[R]:
+    """fn over tasks on a process pool, results in order as they come (so each can be dropped once used);
+    in this process for a single task or worker."""
     if len(tasks) <= 1 or workers == 1:
-        return [fn(t) for t in tasks]
+        yield from map(fn, tasks)
+        return
     with Pool(min(len(tasks), workers or os.cpu_count() or 1)) as pool:
-        return pool.map(fn, tasks, chunksize=1)
+        yield from pool.imap(fn, tasks)
 
 
 # -- the official archives ---------------------------------------------------------------------------

@@ -175,6 +175,14 @@ def test_truncated_devkit_is_one_line(archives: Path, tmp_path: Path) -> None:
     assert DEVKIT_TAR in error_line(run_prepare(root, tmp_path / "out"))
 
 
+def test_unreadable_archive_is_one_line_naming_it(archives: Path, tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    shutil.copytree(archives, root)
+    (root / "ILSVRC2012" / VAL_TAR).write_bytes(b"<html>502 Bad Gateway</html>" * 40)  # what a failed download leaves
+    line = error_line(run_prepare(root, tmp_path / "out"))
+    assert VAL_TAR in line and "unreadable at its first member" in line
+
+
 def test_a_member_cut_after_planning_is_one_line_naming_it(archives: Path, tmp_path: Path) -> None:
     """The worker's own read checks its length too (a file shrinking under a running prepare)."""
     from alexnet.pipeline.offline.tar_sources import ArchiveError, read_member
