@@ -114,10 +114,19 @@ def list_tar(path: Path, where: str | None = None) -> list[tarfile.TarInfo]:
         raise ArchiveError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
+def _random_access(f: io.BufferedReader) -> None:
+    """Tell the kernel not to read ahead: the next read is elsewhere in the archive (an index
+    header 110 KB on, or a member of another class), so read-ahead would only fetch bytes that are
+    evicted before they are used."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+
+
 def read_member(archive: Path, offset: int, size: int, name: str) -> bytes:
     """A pool worker's read of one member's bytes with one seek; one line naming both if that fails."""
     try:
         with open(archive, "rb") as f:
+            _random_access(f)
             data = os.pread(f.fileno(), size, offset)
     except OSError as e:
         raise ArchiveError(f"{archive}: cannot read member {name} ({e.strerror or e})") from None
@@ -150,6 +159,7 @@ def _index_class_tar(task: tuple[Path, str, int, int, str]) -> list[tuple[str, i
     outer, inner, start, size, where = task
     try:
         with open(outer, "rb") as f:
+            _random_access(f)
             members = _members(f, start, size, where)
     except OSError as e:
         raise ArchiveError(f"{outer}: cannot read member {inner} ({e.strerror or e})") from None
