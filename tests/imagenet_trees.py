@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from alexnet.pipeline.offline.synth import devkit_files, pack_archives
 
 WNIDS = ["n02000003", "n01000001", "n03000002"]  # created out of sorted order on purpose
 
@@ -44,15 +49,10 @@ def write_kaggle_csv(path: Path, stems: list[str], labels: list[str]) -> None:
 
 
 def write_devkit(folder: Path, labels: list[str], id_order: list[str]) -> None:
-    """The devkit's ground truth (1-based ILSVRC2012_IDs) and a meta.mat whose ID order is `id_order`."""
-    from scipy.io import savemat
-
+    """The devkit's ground truth (1-based ILSVRC2012_IDs) and a meta.mat (written with scipy) whose ID order is `id_order`."""
     folder.mkdir(parents=True, exist_ok=True)
-    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
-    synsets = np.array([(i + 1, w, f"class {w}", 0) for i, w in enumerate(id_order)], dtype=dtype)
-    savemat(folder / "meta.mat", {"synsets": synsets})
-    ids = [id_order.index(w) + 1 for w in labels]
-    (folder / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(map(str, ids)) + "\n")
+    for name, data in devkit_files(labels, id_order).items():
+        (folder / name).write_bytes(data)
 
 
 def make_prepared(root: Path, out: Path, per_class: int = 7, shard_size: int = 5) -> Path:
@@ -64,3 +64,52 @@ def make_prepared(root: Path, out: Path, per_class: int = 7, shard_size: int = 5
     write_kaggle_csv(root / "LOC_val_solution.csv", make_flat_val(root, labels), labels)
     prepare(root=root, out=out, settings=Settings(shard_size=shard_size), workers=2)
     return out
+
+
+def make_archives(tree: Path, dest: Path, val_labels: list[str], id_order: list[str]) -> Path:
+    """The three official archives in `dest` holding `tree`'s images (flat val labelled `val_labels`); returns dest."""
+    pack_archives(tree, dest, val_labels, id_order)
+    return dest
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A plain tar of (name, bytes) members, as a WebDataset writer makes one."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def make_webdataset(
+    tree: Path,
+    dest: Path,
+    val_labels: list[str],
+    cls_order: list[str],
+    tars: int = 3,
+    json_meta: bool = True,
+    seed: int = 5,
+) -> Path:
+    """`tree`'s images as WebDataset tars in `dest` (`wds-train-000N.tar`, `wds-validation-00.tar`), shuffled across tars.
+
+    Each sample is `KEY.jpg` (the file's bytes), `KEY.cls` (the wnid's position in `cls_order`, which
+    need not be sorted) and, with `json_meta`, `KEY.json` with the source file name and label.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def members(path: Path, wnid: str) -> list[tuple[str, bytes]]:
+        label = cls_order.index(wnid)
+        out = [(f"{path.stem}.jpg", path.read_bytes()), (f"{path.stem}.cls", str(label).encode())]
+        if json_meta:
+            out.append((f"{path.stem}.json", json.dumps({"filename": path.name, "label": label}).encode()))
+        return out
+
+    train = [(p, p.parent.name) for p in sorted((tree / "train").glob("*/*.JPEG"))]
+    np.random.default_rng(seed).shuffle(train)
+    for n in range(tars):
+        (dest / f"wds-train-{n:04d}.tar").write_bytes(tar_bytes([m for p, w in train[n::tars] for m in members(p, w)]))
+    val = sorted((tree / "val").glob("*.JPEG"))
+    (dest / "wds-validation-00.tar").write_bytes(tar_bytes([m for p, w in zip(val, val_labels) for m in members(p, w)]))
+    return dest

@@ -19,14 +19,24 @@ from alexnet.pipeline.offline.prepare import (
 
 
 @click.command("prepare")
-@click.option("--imagenet-dir", required=True, type=click.Path(path_type=Path), help="Folder holding train/ and val/.")
+@click.option(
+    "--imagenet-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder holding train/ and val/, the official ILSVRC-2012 archives, or WebDataset tars.",
+)
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shards and manifest."
 )
 @click.option(
     "--val-labels",
     type=click.Path(path_type=Path),
-    help="LOC_val_solution.csv or the devkit ground truth (found automatically otherwise).",
+    help="LOC_val_solution.csv, the devkit ground truth or ILSVRC2012_devkit_t12.tar.gz (found automatically otherwise).",
+)
+@click.option(
+    "--classes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="WebDataset tars: the wnid of each .cls index, one a line in index order (as LOC_synset_mapping.txt).",
 )
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
 @click.option(
@@ -42,6 +52,7 @@ def prepare_cmd(
     imagenet_dir: Path,
     out: Path,
     val_labels: Path | None,
+    classes: Path | None,
     workers: int | None,
     quality: int,
     shard_size: int,
@@ -55,7 +66,9 @@ def prepare_cmd(
     Ctrl-C stops it at once; run the same command again to resume.
     """
     if not imagenet_dir.is_dir():
-        raise click.ClickException(f"{imagenet_dir}: no such folder; pass the ILSVRC folder holding train/ and val/")
+        raise click.ClickException(
+            f"{imagenet_dir}: no such folder; pass the ILSVRC folder holding train/ and val/ (or the archives)"
+        )
     start = time.perf_counter()
     try:
         results = prepare(
@@ -66,6 +79,7 @@ def prepare_cmd(
             workers=workers,
             overwrite=overwrite,
             announce=click.echo,
+            classes=classes,
         )
     except (LayoutError, SettingsMismatch) as e:
         raise click.ClickException(str(e)) from None

@@ -13,9 +13,9 @@ more than `MAX_PIXELS` (Pillow's decompression-bomb limit) is refused before it 
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -42,32 +42,38 @@ def is_unreadable(reason: str) -> bool:
 
 
 def load_rgb(path: Path, size: int = STORED_SIZE, draft: bool = True) -> tuple[Image.Image, str]:
-    """Decode `path` to RGB, returning the image and the source's `FORMAT/mode` for the summary."""
+    """Decode the file at `path` to RGB, returning the image and the source's `FORMAT/mode` for the summary."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise Unreadable(f"{UNREADABLE}: {e.strerror or e}") from None
     with f:
-        try:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise BadImage("empty file")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(f)
-            source = f"{im.format}/{im.mode}"
-            if draft and im.format == "JPEG":
-                im.draft("RGB", short_side_size(im.size, size))
-            im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise BadImage(f"decompression bomb: {e}") from None
-        except Image.UnidentifiedImageError:
-            raise BadImage("not an image Pillow can identify") from None
-        except OSError as e:
-            if e.errno is not None:  # the OS failed a read (I/O error); Pillow's decode errors carry no errno
-                raise Unreadable(f"{UNREADABLE}: {e.strerror or e}") from None
-            raise BadImage(f"cannot decode: {e}") from None
-        except (SyntaxError, ValueError) as e:
-            raise BadImage(f"cannot decode: {e}") from None
+        return decode_rgb(f, size, draft)
+
+
+def decode_rgb(f: BinaryIO, size: int = STORED_SIZE, draft: bool = True) -> tuple[Image.Image, str]:
+    """Decode an open source (a file, or an archive member in memory) to RGB, with its `FORMAT/mode`. Raises BadImage."""
+    try:
+        if f.seek(0, io.SEEK_END) == 0:
+            raise BadImage("empty file")
+        f.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(f)
+        source = f"{im.format}/{im.mode}"
+        if draft and im.format == "JPEG":
+            im.draft("RGB", short_side_size(im.size, size))
+        im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"decompression bomb: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image Pillow can identify") from None
+    except OSError as e:
+        if e.errno is not None:  # the OS failed a read (I/O error); Pillow's decode errors carry no errno
+            raise Unreadable(f"{UNREADABLE}: {e.strerror or e}") from None
+        raise BadImage(f"cannot decode: {e}") from None
+    except (SyntaxError, ValueError) as e:
+        raise BadImage(f"cannot decode: {e}") from None
     return (im if im.mode == "RGB" else im.convert("RGB")), source
 
 
@@ -103,4 +109,10 @@ def encode_jpeg(im: Image.Image, quality: int) -> bytes:
 def prepare_image(path: Path, quality: int, size: int = STORED_SIZE, draft: bool = True) -> tuple[bytes, str]:
     """The stored JPEG for one source file, and its source `FORMAT/mode`. Raises BadImage."""
     im, source = load_rgb(path, size, draft)
+    return encode_jpeg(resize_center_crop(im, size), quality), source
+
+
+def prepare_image_bytes(data: bytes, quality: int, size: int = STORED_SIZE, draft: bool = True) -> tuple[bytes, str]:
+    """`prepare_image` for a source already in memory (a tar member): the same checks, the same bytes out."""
+    im, source = decode_rgb(io.BytesIO(data), size, draft)
     return encode_jpeg(resize_center_crop(im, size), quality), source

@@ -26,13 +26,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from alexnet.pipeline.offline import ilsvrc
+from alexnet.pipeline.offline import ilsvrc, tar_sources
 from alexnet.pipeline.offline.image import (
     CHROMA_SUBSAMPLING,
     RESIZE_FILTER,
     BadImage,
     is_unreadable,
     prepare_image,
+    prepare_image_bytes,
 )
 from alexnet.pipeline.offline.verify import index_mismatches
 from alexnet.pipeline.paper import STORED_SIZE
@@ -86,30 +87,54 @@ class SplitResult:
 
 
 def plan_splits(
-    root: Path, val_labels: Path | None, shuffle_seed: int = SHUFFLE_SEED, limit: int | None = None
+    root: Path,
+    val_labels: Path | None,
+    shuffle_seed: int = SHUFFLE_SEED,
+    limit: int | None = None,
+    classes: Path | None = None,
+    workers: int | None = None,
 ) -> tuple[list[str], dict[str, list[ilsvrc.Sample]]]:
     """The class list and the ordered samples of each split (train shuffled by `shuffle_seed`).
 
+    DIR may be an extracted tree, the official archives or WebDataset tars (`ilsvrc.find_form`);
+    every form lists its samples in the same order, so the same images give the same shards.
+    `classes` is the WebDataset class list (`--classes`); `workers` index the archives in parallel.
     `limit` keeps the first that many samples of each split (for benchmarks on a part of ImageNet).
     """
-    wnids = ilsvrc.find_classes(root)
-    train = ilsvrc.list_train(root, wnids)
-    random.Random(shuffle_seed).shuffle(train)
-    splits = {"train": train, "val": ilsvrc.list_val(root, wnids, val_labels)}
+    form = ilsvrc.find_form(root)
+    if classes is not None and form.kind != ilsvrc.WEBDATASET:
+        raise ilsvrc.LayoutError(
+            f"{classes}: --classes is for WebDataset tars; {root} names its classes by wnid already"
+        )
+    if form.kind == ilsvrc.ARCHIVES:
+        wnids, splits = tar_sources.official_samples(root, form, val_labels, workers)
+    elif form.kind == ilsvrc.WEBDATASET:
+        wnids, splits = tar_sources.webdataset_samples(root, form, classes, workers)
+    else:
+        wnids = ilsvrc.find_classes(root)
+        splits = {"train": ilsvrc.list_train(root, wnids), "val": ilsvrc.list_val(root, wnids, val_labels)}
+    random.Random(shuffle_seed).shuffle(splits["train"])
     return wnids, {name: samples[:limit] for name, samples in splits.items() if samples}
 
 
 def input_digest(samples: list[ilsvrc.Sample]) -> str:
-    """A fingerprint of a split's input (paths and labels, in order) to detect a changed source."""
+    """A fingerprint of a split's input (paths and labels, in order; where in its archive, for a member) to detect a changed source."""
     h = hashlib.sha256()
     for s in samples:
-        h.update(f"{s.path}\t{s.label}\n".encode())
+        where = f"\t{s.offset}\t{s.size}" if s.archive else ""
+        h.update(f"{s.path}\t{s.label}{where}\n".encode())
     return h.hexdigest()
 
 
-def new_manifest(root: Path, settings: Settings, wnids: list[str], splits: dict[str, list[ilsvrc.Sample]]) -> dict:
-    """The manifest before any shard is written: settings, classes, and empty split records."""
-    names = ilsvrc.read_class_names(root)
+def new_manifest(
+    root: Path,
+    settings: Settings,
+    wnids: list[str],
+    splits: dict[str, list[ilsvrc.Sample]],
+    classes: Path | None = None,
+) -> dict:
+    """The manifest before any shard is written: settings, classes (named by `classes` or a synset mapping), empty split records."""
+    names = dict(ilsvrc.read_synset_lines(classes)) if classes is not None else ilsvrc.read_class_names(root)
     return {
         "format_version": FORMAT_VERSION,
         "complete": False,
@@ -280,11 +305,13 @@ def in_order(pool: Pool, fn: Callable, tasks: Iterator, chunk: int = 4, ahead: i
         yield from pending.popleft().get()
 
 
-def _process(task: tuple[Path, int, int, bool]) -> tuple[bytes | None, str]:
-    """Worker: one source file → (stored JPEG, source FORMAT/mode) or (None, quarantine reason)."""
-    path, quality, size, draft = task
+def _process(task: tuple[Path | tuple[Path, int, int, str], int, int, bool]) -> tuple[bytes | None, str]:
+    """Worker: one source (a file, or an archive member's place) → (stored JPEG, source FORMAT/mode) or (None, quarantine reason)."""
+    source, quality, size, draft = task
     try:
-        return prepare_image(path, quality, size, draft)
+        if isinstance(source, tuple):
+            return prepare_image_bytes(tar_sources.read_member(*source), quality, size, draft)
+        return prepare_image(source, quality, size, draft)
     except BadImage as e:
         return None, str(e)
 
@@ -298,18 +325,19 @@ def prepare(
     overwrite: bool = False,
     limit: int | None = None,
     announce: Callable[[str], None] = print,
+    classes: Path | None = None,
 ) -> dict[str, SplitResult]:
-    """Write every split's shards and the manifest; returns what each split's run did (`limit`: see plan_splits).
+    """Write every split's shards and the manifest; returns what each split's run did (`limit`, `classes`: see plan_splits).
 
     `announce` gets a line for each thing removed beside the shards (see `open_out`). A run that
     fails or is interrupted removes its temporary files before the error reaches the caller.
     """
-    wnids, splits = plan_splits(root, val_labels, settings.shuffle_seed, limit)
+    wnids, splits = plan_splits(root, val_labels, settings.shuffle_seed, limit, classes, workers)
     if "train" not in splits:
         raise ilsvrc.LayoutError(
             f"{root / 'train'}: the {len(wnids)} class folders hold no images; expected train/<wnid>/*.JPEG"
         )
-    manifest = open_out(out, new_manifest(root, settings, wnids, splits), overwrite, announce)
+    manifest = open_out(out, new_manifest(root, settings, wnids, splits, classes), overwrite, announce)
     manifest["complete"] = False  # until every shard is checked or rebuilt (a re-run may rebuild some)
     before = shards_digest(manifest)
     remove_leftovers(out)
@@ -352,7 +380,7 @@ def prepare_split(
     todo = [(name, chunk) for name, chunk in zip(names, chunks) if name not in done]
     result = SplitResult(skipped_shards=len(done), rebuilt_shards=len(differ), converted=Counter())
     tasks = (
-        (root / s.path, settings.quality, settings.size, settings.draft_decode) for _, chunk in todo for s in chunk
+        (s.source(root), settings.quality, settings.size, settings.draft_decode) for _, chunk in todo for s in chunk
     )
     outputs = in_order(pool, _process, tasks)
     with tqdm(total=sum(len(c) for _, c in todo), desc=f"prepare {split}", unit="img", smoothing=0.05) as bar:

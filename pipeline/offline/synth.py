@@ -16,13 +16,21 @@ Sizes follow ImageNet's (short side 200-600, aspect 0.6-1.8, about 1% above 2000
 split carries the real set's oddities (PNG, CMYK, grayscale, progressive, empty and non-image
 `.JPEG` files), listed in SYNTH_ODDITIES.txt. Every image has its own RNG seeded from (seed, split,
 class, index), so the same arguments give byte-identical files whatever the worker scheduling.
+
+`archives=True` writes the same images as the three official archives instead of the tree
+(`pack_archives`): `ILSVRC2012_img_train.tar` (one tar per class inside), `ILSVRC2012_img_val.tar`
+(flat) and `ILSVRC2012_devkit_t12.tar.gz` (the validation ground truth and a meta.mat whose ID order
+is not sorted-wnid order, as the real one's is not).
 """
 
 from __future__ import annotations
 
 import colorsys
+import gzip
 import io
 import os
+import shutil
+import tarfile
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -31,6 +39,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 from tqdm import tqdm
+
+from alexnet.pipeline.offline.ilsvrc import DEVKIT_META, DEVKIT_TAR, DEVKIT_VAL, TRAIN_TAR, VAL_TAR
+from alexnet.pipeline.store.atomic import publish, tmp_path
 
 ODDITIES = ("png", "cmyk", "grayscale", "progressive", "empty", "not_an_image")
 ODDITIES_FILE = "SYNTH_ODDITIES.txt"
@@ -339,8 +350,13 @@ def _plan(
     return names, jobs, val_wnids
 
 
-def write_tree(out: Path, classes: int, train_per_class: int, val_per_class: int, seed: int) -> str:
-    """Write the synthetic tree under `out` (which must be absent or empty); returns a summary line."""
+def write_tree(
+    out: Path, classes: int, train_per_class: int, val_per_class: int, seed: int, archives: bool = False
+) -> str:
+    """Write the synthetic tree under `out` (which must be absent or empty); returns a summary line.
+
+    `archives`: write it as the three official archives instead (see `pack_archives`).
+    """
     start = time.perf_counter()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -362,9 +378,72 @@ def write_tree(out: Path, classes: int, train_per_class: int, val_per_class: int
     ]
     (out / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
     (out / "LOC_synset_mapping.txt").write_text("".join(f"{w} {name}\n" for w, name in sorted(names)))
-    odd = [f"{job.path.relative_to(out).as_posix()} {job.oddity}\n" for job in jobs if job.oddity]
+
+    def listed(job: Job) -> str:  # the path prepare's quarantine list will show
+        rel = job.path.relative_to(out)
+        return f"{TRAIN_TAR}/{rel.parent.name}.tar/{rel.name}" if archives else rel.as_posix()
+
+    odd = [f"{listed(job)} {job.oddity}\n" for job in jobs if job.oddity]
     (out / ODDITIES_FILE).write_text("".join(odd))
+    form = ""
+    if archives:
+        id_order = [names[int(i)][0] for i in _rng(seed, 7).permutation(classes)]
+        pack_archives(out, out, val_wnids, id_order, dict(names))
+        for folder in ("train", "val"):
+            shutil.rmtree(out / folder)
+        (out / "LOC_val_solution.csv").unlink()
+        form = f" as {TRAIN_TAR}, {VAL_TAR} and {DEVKIT_TAR}"
     return (
-        f"Wrote {classes} classes, {classes * train_per_class} train and {len(val_wnids)} val images "
+        f"Wrote {classes} classes, {classes * train_per_class} train and {len(val_wnids)} val images{form} "
         f"({len(odd)} planted oddities, listed in {ODDITIES_FILE}) to {out} in {time.perf_counter() - start:.1f} s."
     )
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """One regular member with fixed metadata, so the same files give byte-identical archives."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def devkit_files(val_wnids: list[str], id_order: list[str], names: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The devkit's ILSVRC2012_validation_ground_truth.txt (1-based IDs) and a meta.mat whose ID order is `id_order`."""
+    from scipy.io import savemat
+
+    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+    names = names or {}
+    synsets = np.array([(i + 1, w, names.get(w, f"class {w}"), 0) for i, w in enumerate(id_order)], dtype=dtype)
+    meta = io.BytesIO()
+    savemat(meta, {"synsets": synsets})
+    ids = {w: i + 1 for i, w in enumerate(id_order)}
+    truth = "".join(f"{ids[w]}\n" for w in val_wnids)
+    return {DEVKIT_VAL: truth.encode(), DEVKIT_META: meta.getvalue()}
+
+
+def pack_archives(
+    tree: Path, dest: Path, val_wnids: list[str], id_order: list[str], names: dict[str, str] | None = None
+) -> None:
+    """Pack an extracted tree (`train/<wnid>/`, flat `val/`) into the three official archives in `dest`.
+
+    `val_wnids` labels the flat val files in name order; `id_order` is meta.mat's class order.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    train, val = dest / TRAIN_TAR, dest / VAL_TAR
+    with tarfile.open(tmp_path(train), "w", format=tarfile.GNU_FORMAT) as outer:
+        for folder in sorted(p for p in (tree / "train").iterdir() if p.is_dir()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                for f in sorted(folder.iterdir()):
+                    _add(tar, f.name, f.read_bytes())
+            _add(outer, f"{folder.name}.tar", inner.getvalue())
+    publish(tmp_path(train), train)
+    with tarfile.open(tmp_path(val), "w", format=tarfile.GNU_FORMAT) as tar:
+        for f in sorted((tree / "val").iterdir()):
+            _add(tar, f.name, f.read_bytes())
+    publish(tmp_path(val), val)
+    devkit = dest / DEVKIT_TAR
+    with open(tmp_path(devkit), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in devkit_files(val_wnids, id_order, names).items():
+                _add(tar, f"ILSVRC2012_devkit_t12/data/{name}", data)
+    publish(tmp_path(devkit), devkit)
