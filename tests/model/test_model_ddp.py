@@ -13,6 +13,7 @@ from test_train_loop import SyntheticBatches, Tiny
 
 from alexnet.model import distributed
 from alexnet.model.alexnet import AlexNet
+from alexnet.model.towers import towers_from_alexnet
 from alexnet.model.train import TrainConfig, make_optimizer, train
 
 WORLD = 2
@@ -41,19 +42,28 @@ def join(rank: int, port: int) -> None:
     )
 
 
-def worker(rank: int, port: int, out: str, device_type: str) -> None:
+def worker(rank: int, port: int, out: str, device_type: str, towers: bool = False) -> None:
+    """One rank's SGD step on its half of the batch: the whole model on its device, or (towers) the
+    paper's two columns on the rank's two devices (cuda:2r, cuda:2r+1; both on the CPU under gloo)."""
     join(rank, port)
     torch.set_num_threads(1)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    placement = distributed.setup_from_env(device_type)
+    placement = distributed.setup_from_env(device_type, devices_per_rank=2 if towers else 1)
     assert placement.distributed and placement.rank == rank
-    model = fresh_model().to(placement.device)
+    if towers:
+        second = (
+            torch.device(placement.device.type, (placement.device.index or 0) + 1) if device_type == "cuda" else "cpu"
+        )
+        model = towers_from_alexnet(fresh_model(), (placement.device, second))
+    else:
+        model = fresh_model().to(placement.device)
     ddp = distributed.wrap(model, placement)
     x, y = batch()
     half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
     sgd_step(ddp, model, x[half].to(placement.device), y[half].to(placement.device))
     if placement.is_main:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out)
+        whole = model.to_alexnet() if towers else model
+        torch.save({k: v.cpu() for k, v in whole.state_dict().items()}, out)
     distributed.teardown()
 
 
@@ -75,6 +85,19 @@ def check_against_one_process(out: Path, rtol: float, atol: float) -> None:
 def test_ddp_gloo_two_processes_equal_one_process_on_the_union(tmp_path: Path) -> None:
     mp.spawn(worker, args=(free_port(), str(tmp_path / "ddp.pt"), "cpu"), nprocs=WORLD, join=True)
     check_against_one_process(tmp_path / "ddp.pt", rtol=1e-5, atol=1e-7)
+
+
+def test_towers_in_two_gloo_ranks_equal_one_process_on_the_union(tmp_path: Path) -> None:
+    """The paper's layout scaled out: the two columns inside each rank, DDP across the ranks."""
+    mp.spawn(worker, args=(free_port(), str(tmp_path / "ddp.pt"), "cpu", True), nprocs=WORLD, join=True)
+    check_against_one_process(tmp_path / "ddp.pt", rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 4, reason="needs four CUDA devices")
+def test_towers_in_two_nccl_ranks_on_four_gpus(tmp_path: Path) -> None:
+    mp.spawn(worker, args=(free_port(), str(tmp_path / "ddp.pt"), "cuda", True), nprocs=WORLD, join=True)
+    check_against_one_process(tmp_path / "ddp.pt", rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.cuda
