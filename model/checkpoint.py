@@ -17,27 +17,46 @@ class WriteFailed(OSError):
     """A file could not be written (a full disk, a file-size limit); the message is one line."""
 
 
+class _RecordingFile:
+    """A file whose first write error is kept: torch.save reports one only as an unrelated RuntimeError."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.file, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call `write(f)` on `path.tmp`, fsync, rename over `path`: a reader sees the old file or the new one.
 
     On any failure (a full disk, a signal) the temporary file is removed and the old `path` kept; an
-    operating-system write error (torch.save reports one as a RuntimeError) becomes `WriteFailed`.
+    operating-system error while writing becomes `WriteFailed`, one line naming the file.
     The compute side's one atomic writer (`alexnet.pipeline.store.atomic` is the data side's).
     """
     tmp = path.with_name(path.name + ".tmp")
+    recording = None
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            recording = _RecordingFile(f)
+            write(recording)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e)):
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
-            raise WriteFailed(f"{path}: could not write ({reason}); {tmp.name} removed, {kept}") from None
-        raise
+        cause = e if isinstance(e, OSError) else recording.error if recording is not None else None
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise WriteFailed(f"{path}: could not write ({cause.strerror or cause}); {tmp.name} removed, {kept}") from None
 
 
 def save_atomic(obj: Any, path: Path) -> None:

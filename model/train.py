@@ -173,7 +173,7 @@ class MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None and not record.get("partial"):
+        if self.tensorboard is not None:
             for key, tag in TENSORBOARD_SCALARS[record["kind"]].items():
                 if key in record:
                     self.tensorboard.add_scalar(tag, record[key], record["step"])
