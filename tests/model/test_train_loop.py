@@ -14,7 +14,7 @@ from torch import nn
 from alexnet.model.alexnet import AlexNet
 from alexnet.model.evaluate import evaluate
 from alexnet.model.schedule import LrSchedule
-from alexnet.model.train import STOP_SIGNALS, TrainConfig, make_optimizer, make_schedule, train
+from alexnet.model.train import STOP_SIGNALS, TrainConfig, TrainError, make_optimizer, make_schedule, train
 
 TIMING_KEYS = ("images_per_s", "data_wait", "epoch_s")
 
@@ -376,3 +376,19 @@ def test_tensorboard_events_hold_the_metrics(tmp_path: Path) -> None:
     ]
     tops = [r["top1_err"] for r in records_with_timing(tmp_path) if r["kind"] == "epoch"]
     assert [e.value for e in events.Scalars("val/top1_err")] == pytest.approx(tops)
+
+
+def test_another_world_size_continues_at_an_epoch_boundary_only(tmp_path: Path) -> None:
+    """A last.pt saved by two ranks (its rng and loader lists doubled here) resumes alone at an epoch
+    boundary; in the middle of an epoch it is refused."""
+    train(tiny(), SyntheticBatches(), None, config(epochs=1, schedule="step"), tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt["rng"], ckpt["loader"] = ckpt["rng"] * 2, ckpt["loader"] * 2
+    torch.save(ckpt, tmp_path / "last.pt")
+    state = train(tiny(), SyntheticBatches(), None, config(epochs=2, max_steps=4, schedule="step"), tmp_path)
+    assert (state.epoch, state.step) == (1, 4)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt["rng"], ckpt["loader"] = ckpt["rng"] * 2, ckpt["loader"] * 2
+    torch.save(ckpt, tmp_path / "last.pt")
+    with pytest.raises(TrainError, match="saved by 2 ranks in the middle of epoch 1"):
+        train(tiny(), SyntheticBatches(), None, config(epochs=2, schedule="step"), tmp_path)
