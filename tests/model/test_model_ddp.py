@@ -3,6 +3,7 @@ batch, and the training loop runs under DDP (rank 0 writes, every rank's RNG is 
 
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -133,3 +134,37 @@ def test_training_loop_under_ddp(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_images"] for r in lines if r["kind"] == "epoch"] == [8, 8]  # both ranks' 4 validation images
     assert json.loads((tmp_path / "config.json").read_text())["world_size"] == WORLD
+
+
+class SignalOnRank0(SyntheticBatches):
+    """Rank 0 sends itself SIGTERM as its batch 1 is handed over; the other rank gets no signal."""
+
+    def __init__(self, rank: int, **kw) -> None:
+        super().__init__(seed=rank, **kw)
+        self.rank = rank
+
+    def __iter__(self):
+        for i, batch in enumerate(super().__iter__()):
+            if i == 1 and self.rank == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def stop_worker(rank: int, port: int, run_dir: str) -> None:
+    join(rank, port)
+    torch.set_num_threads(1)
+    placement = distributed.setup_from_env("cpu")
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=1, lr=0.05, log_every=3, progress=False, plot=False, schedule="step")
+    state = train(Tiny(), SignalOnRank0(rank, n_batches=8), None, cfg, run_dir, placement=placement)
+    Path(run_dir, f"stopped-{rank}.json").write_text(json.dumps([state.step, state.stopped_by]))
+    distributed.teardown()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """SIGTERM reaches rank 0 during step 2; the ranks agree at the next log step (3) and all stop there."""
+    mp.spawn(stop_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    stops = [json.loads((tmp_path / f"stopped-{r}.json").read_text()) for r in range(WORLD)]
+    assert stops == [[3, "SIGTERM"], [3, "a signal to another rank"]]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 3 and [r["pos"] for r in ckpt["loader"]] == [3, 3]
