@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-data
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint clean-demo bench-gpu
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh $(DEMO)
+
+# On a CUDA machine: the GPU figures (scripts/bench-gpu.sh); OUT=DIR keeps them (JSON and bench-gpu.md).
+bench-gpu: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH PY=$(PY) bash scripts/bench-gpu.sh
 
 clean-demo:
 	rm -rf $(DEMO)

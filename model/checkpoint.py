@@ -1,10 +1,11 @@
-"""Crash-safe files and RNG snapshots: what a checkpoint needs beyond state_dicts."""
+"""Crash-safe files, RNG snapshots and background checkpoint writes: what a checkpoint needs beyond state_dicts."""
 
 import importlib
 import json
 import os
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -12,22 +13,50 @@ from typing import Any, BinaryIO
 import torch
 
 
+class WriteFailed(OSError):
+    """A file could not be written (a full disk, a file-size limit); the message is one line."""
+
+
+class _RecordingFile:
+    """A file whose first write error is kept: torch.save reports one only as an unrelated RuntimeError."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.file, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call `write(f)` on `path.tmp`, fsync, rename over `path`: a reader sees the old file or the new one.
 
-    On any failure (a full disk, a signal) the temporary file is removed and the old `path` kept.
+    On any failure (a full disk, a signal) the temporary file is removed and the old `path` kept; an
+    operating-system error while writing becomes `WriteFailed`, one line naming the file.
     The compute side's one atomic writer (`alexnet.pipeline.store.atomic` is the data side's).
     """
     tmp = path.with_name(path.name + ".tmp")
+    recording = None
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            recording = _RecordingFile(f)
+            write(recording)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        cause = e if isinstance(e, OSError) else recording.error if recording is not None else None
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise WriteFailed(f"{path}: could not write ({cause.strerror or cause}); {tmp.name} removed, {kept}") from None
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -61,3 +90,52 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state(s, i)
     if "numpy" in state:
         importlib.import_module("numpy").random.set_state(state["numpy"])
+
+
+def detached(obj: Any) -> Any:
+    """`obj` with every tensor copied to the CPU (dicts, lists and tuples rebuilt), so that training can
+    go on changing the originals while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, Mapping):
+        return {k: detached(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(detached(v) for v in obj)
+    return obj
+
+
+class BackgroundSaver:
+    """Writes checkpoints on one background thread, one at a time, so the training step does not wait
+    for torch.save and fsync. `save` takes a snapshot that is already detached (see `detached`); a
+    failure of one write is raised by the next `save` or by `wait`."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _write(self, obj: Any, path: Path) -> None:
+        try:
+            save_atomic(obj, path)
+        except BaseException as e:
+            self._error = e
+
+    def save(self, obj: Any, path: Path, wait: bool = False) -> None:
+        """Write `obj` to `path` after the previous write ends; with `wait`, return when it is on disk."""
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(obj, path), name=f"save {path.name}", daemon=False)
+        self._thread.start()
+        if wait:
+            self.wait()
+
+    def join(self) -> None:
+        """Block until the write in flight (if any) is done, without raising its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is done; raise its error."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

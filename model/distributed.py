@@ -32,18 +32,29 @@ class Placement:
         return self.world_size > 1
 
 
-def setup_from_env(device_type: str | None = None) -> Placement:
+def setup_from_env(device_type: str | None = None, devices_per_rank: int = 1) -> Placement:
     """Read torchrun's environment, pick this rank's device and join the process group.
 
-    device_type defaults to cuda when available. NCCL joins CUDA processes, gloo CPU ones.
+    device_type defaults to cuda when available. NCCL joins CUDA processes, gloo CPU ones. With
+    `devices_per_rank=2` (the paper's two columns in every rank) local rank r takes cuda:2r and
+    cuda:2r+1 and its placement names the first; a process alone on a machine with one GPU lets
+    both columns share it. Too few GPUs for the layout is a ValueError of one line.
     """
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        needed, visible = devices_per_rank * local_world, torch.cuda.device_count()
+        if world_size > 1 and visible < needed:
+            raise ValueError(
+                f"{local_world} ranks on this machine with {devices_per_rank} GPUs each need {needed} GPUs, "
+                f"but {visible} are visible; run fewer ranks (torchrun --nproc-per-node {max(1, visible // devices_per_rank)})"
+            )
+        index = devices_per_rank * local_rank if world_size > 1 else 0
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
     else:
         device = torch.device(device_type)
     if world_size > 1 and not dist.is_initialized():
@@ -55,11 +66,16 @@ def setup_from_env(device_type: str | None = None) -> Placement:
 
 
 def wrap(model: nn.Module, placement: Placement) -> nn.Module:
-    """The model under DDP when distributed (it must already sit on placement.device), else as is."""
+    """The model under DDP when distributed (it must already sit on its device(s)), else as is.
+
+    A model on one CUDA device names it (`device_ids`); one spread over several (the towers) or on
+    the CPU passes none, which is how DDP takes a multi-device module.
+    """
     if not placement.distributed:
         return model
-    device_ids = [placement.device.index] if placement.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    devices = {p.device for p in model.parameters()}
+    one_gpu = len(devices) == 1 and placement.device.type == "cuda"
+    return DistributedDataParallel(model, device_ids=[placement.device.index] if one_gpu else None)
 
 
 def teardown() -> None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.model import distributed
-from alexnet.model.metrics import ten_crop_probs, topk_errors
+from alexnet.model.metrics import ten_crop_probs, topk_misses
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -31,7 +31,10 @@ def evaluate(model: nn.Module, batches: Batches, ten_crop: bool = False, *, amp:
     """Mean loss and top-1/top-5 error rates over `batches`, summed over all ranks when distributed.
 
     With ten_crop the images are [B, 10, 3, 224, 224] and the ten crops' softmax outputs are
-    averaged. Labels and logits live on the device of the model's first parameter.
+    averaged. Labels and logits live on the device of the model's first parameter. The totals stay
+    on the device and are read once at the end, so the host queues batch after batch; pass the bare
+    model (not a DDP wrapper: its forward would broadcast buffers, and ranks may have different
+    numbers of validation batches).
     """
     was_training = model.training
     model.eval()
@@ -49,8 +52,9 @@ def evaluate(model: nn.Module, batches: Batches, ten_crop: bool = False, *, amp:
             else:
                 scores = model(images).float()
                 loss = F.cross_entropy(scores, labels, reduction="sum")
-        top1, top5 = topk_errors(scores, labels)
-        totals += torch.tensor([loss.item(), top1, top5, labels.numel()], dtype=torch.float64, device=device)
+        totals[0] += loss.double()
+        totals[1:3] += topk_misses(scores, labels)
+        totals[3] += labels.numel()
     model.train(was_training)
     loss_sum, top1, top5, n = distributed.all_reduce_sum(totals).tolist()
     n = max(n, 1.0)

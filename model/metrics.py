@@ -3,15 +3,21 @@
 import torch
 
 
-def topk_errors(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """How many rows of `scores` [B, C] (logits or probabilities) miss their label in their top k.
+def topk_misses(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """How many rows of `scores` [B, C] (logits or probabilities) miss their label in their top k:
+    one int64 count per k, left on the scores' device (reading it is the caller's choice).
 
-    One count per k; k is capped at C so a tiny test model still has a top-5.
+    k is capped at C so a tiny test model still has a top-5.
     """
     kmax = min(max(ks), scores.shape[1])
     top = scores.topk(kmax, dim=1).indices
-    hit = top == labels.view(-1, 1)
-    return [int((~hit[:, : min(k, kmax)].any(dim=1)).sum()) for k in ks]
+    hit = (top == labels.view(-1, 1)).cumsum(dim=1) > 0  # hit[:, j]: the label is among the top j + 1
+    return (~hit[:, [min(k, kmax) - 1 for k in ks]]).sum(dim=0)
+
+
+def topk_errors(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """`topk_misses` read back as Python ints."""
+    return topk_misses(scores, labels, ks).tolist()
 
 
 def ten_crop_probs(logits: torch.Tensor) -> torch.Tensor:

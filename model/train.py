@@ -7,15 +7,25 @@ restored after `set_epoch` on resume); one without state is fast-forwarded by sk
 the interrupted epoch had already used. Resuming from `last.pt` restores model, optimiser, schedule,
 epoch, step and every RNG, so an interrupted run continues exactly as if it had never stopped.
 
-Run folder: config.json, metrics.jsonl (a "train" record every `log_every` steps, an "epoch" record
-after each validation), last.pt, best.pt (lowest validation top-1 error) and curves.png.
+The hot path never synchronises host and device between log steps: the loss is summed on the
+device and read at the log steps, and on CUDA the data-wait meter is built from CUDA events read
+there too (see `Meter`). SIGTERM, SIGINT and SIGUSR1 finish the current step, write last.pt and
+return (under DDP every rank stops at the same step, agreed at a log step); checkpoints are
+written on a background thread from a CPU snapshot.
+
+Run folder: config.json, metrics.jsonl (a "train" record every `log_every` steps and one marked
+"partial" when a run stops between two, an "epoch" record after each epoch), last.pt, best.pt
+(lowest validation top-1 error), curves.png, and TensorBoard events with `tensorboard`.
 """
 
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +36,25 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.model import distributed
-from alexnet.model.checkpoint import rng_state, save_atomic, set_rng_state, write_atomic, write_json_atomic
+from alexnet.model.checkpoint import (
+    BackgroundSaver,
+    detached,
+    rng_state,
+    set_rng_state,
+    write_atomic,
+    write_json_atomic,
+)
 from alexnet.model.distributed import Placement
 from alexnet.model.evaluate import Batches, autocast, evaluate
 from alexnet.model.paper import EPOCHS, LEARNING_RATE, LR_DROP_FACTOR, MAX_LR_DROPS, MOMENTUM, WEIGHT_DECAY
 from alexnet.model.plots import plot_metrics
 from alexnet.model.schedule import PLATEAU_PATIENCE, LrSchedule
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class TrainError(Exception):
+    """A run that cannot go on as asked (e.g. a resume with another world size mid-epoch); one line."""
 
 
 @dataclass
@@ -48,8 +71,9 @@ class TrainConfig:
     max_lr_drops: int = MAX_LR_DROPS  # plateau: at most this many divisions, then the lr stays
     step_epochs: tuple[int, ...] = ()  # step: divide at the start of each of these (0-based) epochs
     max_steps: int | None = None  # stop (and save last.pt) after this many optimiser steps in total
-    log_every: int = 50  # steps per "train" record
+    log_every: int = 50  # steps per "train" record (and, under DDP, how often a stop or timed save is agreed)
     save_every: int = 0  # also write last.pt every this many steps (0: only at epoch ends and stops)
+    save_every_minutes: float = 0.0  # ... and when this many minutes passed since the last save (0: never)
     ten_crop: bool = False  # validation batches are [B, 10, 3, 224, 224]: average the softmax
     amp: bool = True  # bf16 autocast (cuda only; CPU runs float32)
     channels_last: bool = True  # NHWC weights and inputs (cuda only)
@@ -57,6 +81,7 @@ class TrainConfig:
     seed: int = 0  # a fresh run seeds torch and random with seed + rank (dropout masks)
     progress: bool = True  # tqdm bar on rank 0 (tqdm hides it when stderr is not a terminal)
     plot: bool = True  # redraw curves.png after every epoch
+    tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard events to the run folder
 
 
 @dataclass
@@ -71,6 +96,7 @@ class TrainState:
     epoch_loss_sum: float = 0.0  # training loss summed over this epoch's steps so far
     interval_loss_sum: float = 0.0  # ... and over the steps since the last "train" record
     interval_steps: int = 0
+    stopped_by: str = ""  # the signal that stopped the run ("SIGTERM", ...), "" otherwise
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -98,29 +124,60 @@ def _devices(model: nn.Module) -> list[torch.device]:
     return list(dict.fromkeys(p.device for p in model.parameters()))
 
 
-def _sync(devices: list[torch.device]) -> None:
-    """Wait for queued GPU work, so host clocks measure it (no-op on CPU)."""
-    for d in devices:
-        if d.type == "cuda":
-            torch.cuda.synchronize(d)
-
-
 def _before(record: Mapping[str, Any], state: TrainState) -> bool:
-    """Whether a metrics record was written before the checkpoint that `state` comes from."""
+    """Whether a metrics record was written before the checkpoint that `state` comes from.
+
+    A "partial" record closes a stopped run's last interval; the resumed run covers that interval
+    again in its next full record, so partial records are dropped on resume.
+    """
+    if record.get("partial"):
+        return False
     if record["kind"] == "epoch":
         return record["epoch"] < state.epoch
     return record["step"] <= state.step
 
 
+TENSORBOARD_SCALARS = {
+    "train": {
+        "loss": "train/loss",
+        "lr": "train/lr",
+        "images_per_s": "train/images_per_s",
+        "data_wait": "train/data_wait",
+    },
+    "epoch": {
+        "train_loss": "epoch/train_loss",
+        "val_loss": "val/loss",
+        "top1_err": "val/top1_err",
+        "top5_err": "val/top5_err",
+        "lr": "epoch/lr",
+    },
+}
+
+
 class MetricsLog:
-    """metrics.jsonl, one JSON object per line, appended and flushed as it goes."""
+    """metrics.jsonl, one JSON object per line, appended and flushed as it goes (and TensorBoard events when asked)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.tensorboard: Any = None
+
+    def open_tensorboard(self, purge_step: int | None) -> None:
+        """Write every record's scalars as TensorBoard events beside metrics.jsonl too (the `tensorboard` extra).
+
+        purge_step: on resume, TensorBoard hides the events a stopped run wrote at or after it.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(str(self.path.parent), purge_step=purge_step)
 
     def write(self, record: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, tag in TENSORBOARD_SCALARS[record["kind"]].items():
+                if key in record:
+                    self.tensorboard.add_scalar(tag, record[key], record["step"])
+            self.tensorboard.flush()
 
     def rewind(self, state: TrainState) -> None:
         """Drop records written after a checkpoint (they will be written again by the resumed run)."""
@@ -131,6 +188,91 @@ class MetricsLog:
         ]
         write_atomic(self.path, lambda f: f.write("".join(line + "\n" for line in keep).encode()))
 
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+class StopSignals:
+    """Records SIGTERM/SIGINT/SIGUSR1 instead of dying: the loop finishes its step, saves and returns.
+
+    The handler only notes the signal, so a second one while last.pt is written changes nothing.
+    Installed only from the main thread (Python delivers signals there); elsewhere it never fires.
+    """
+
+    def __init__(self) -> None:
+        self.received: str = ""
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self) -> Iterator["StopSignals"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+class Meter:
+    """Images/s and data-wait over one logging interval, read only when the interval closes.
+
+    On CUDA, data-wait is the share of GPU time between the end of one step and the start of the
+    next, from CUDA events recorded around every step on the first device's stream: the GPU was
+    idle (or busy with the loader's own copies and kernels) waiting for the batch. Nothing is read
+    until `close`, so the host keeps running ahead of the device. On the CPU, where host and
+    "device" are one, it is the host's time blocked in `next()`.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.ref = self._event() if self.cuda else None
+        self.begin()
+
+    def _event(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def begin(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seen, self.wait, self.marks = 0, 0.0, []
+
+    def before_next(self) -> None:
+        if not self.cuda:
+            self.t_next = time.perf_counter()
+
+    def after_next(self) -> None:
+        if self.cuda:
+            self.marks.append(self._event())
+        else:
+            self.wait += time.perf_counter() - self.t_next
+
+    def after_step(self, images: int) -> None:
+        self.seen += images
+        if self.cuda:
+            self.marks.append(self._event())
+
+    def close(self) -> tuple[float, float]:
+        """(seconds, data-wait fraction) of the interval; the meter starts the next one."""
+        if self.cuda and self.marks:
+            last = self.marks[-1]
+            last.synchronize()
+            starts, ends = self.marks[0::2], [self.ref, *self.marks[1::2]]
+            idle = sum(e.elapsed_time(s) for e, s in zip(ends, starts)) / 1000
+            seconds = self.ref.elapsed_time(last) / 1000
+            self.ref = last
+        else:
+            seconds, idle = time.perf_counter() - self.t0, self.wait
+        self.begin()
+        return seconds, (idle / seconds if seconds > 0 else 0.0)
+
 
 @dataclass
 class _Run:
@@ -138,7 +280,7 @@ class _Run:
 
     cfg: TrainConfig
     net: nn.Module  # what runs forward: the model, under DDP and/or torch.compile when asked
-    core: nn.Module  # the bare model: its state_dict is what checkpoints hold
+    core: nn.Module  # the bare model: its state_dict is what checkpoints hold, and what validation runs
     optimizer: torch.optim.Optimizer
     schedule: LrSchedule
     state: TrainState
@@ -146,6 +288,9 @@ class _Run:
     devices: list[torch.device]
     log: MetricsLog
     run_dir: Path
+    saver: BackgroundSaver = field(default_factory=BackgroundSaver)
+    signals: StopSignals = field(default_factory=StopSignals)
+    last_save: float = field(default_factory=time.monotonic)
 
     @property
     def channels_last(self) -> bool:
@@ -153,35 +298,63 @@ class _Run:
 
 
 def _resume(run: _Run) -> Any:
-    """Load last.pt into the run; return this rank's saved loader state (None when it had none)."""
+    """Load last.pt into the run; return this rank's saved loader state (None when it had none).
+
+    Another world size than the checkpoint's continues only at an epoch boundary (the loaders cut
+    an epoch by rank); each rank then seeds its RNG afresh from (seed, step, rank).
+    """
     ckpt = torch.load(run.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    state = TrainState(**{**ckpt["state"], "stopped_by": ""})
+    saved_world, world, rank = len(ckpt["rng"]), run.placement.world_size, run.placement.rank
+    if saved_world != world and state.batch_in_epoch:
+        raise TrainError(
+            f"{run.run_dir / 'last.pt'}: saved by {saved_world} ranks in the middle of epoch {state.epoch} "
+            f"(batch {state.batch_in_epoch}); resume it with {saved_world} ranks, or from a checkpoint at an epoch boundary"
+        )
     run.core.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["schedule"])
-    run.state = TrainState(**ckpt["state"])
-    rank = run.placement.rank if len(ckpt["rng"]) == run.placement.world_size else 0
-    set_rng_state(ckpt["rng"][rank])
+    run.state = state
+    if saved_world == world:
+        set_rng_state(ckpt["rng"][rank])
+    else:
+        torch.manual_seed(run.cfg.seed * 1_000_003 + state.step * 1009 + rank)
+        random.seed(run.cfg.seed * 1_000_003 + state.step * 1009 + rank)
     if run.placement.is_main:
         run.log.rewind(run.state)
-    return ckpt["loader"][rank]
+    return ckpt["loader"][rank] if saved_world == world else None
 
 
-def _save_last(run: _Run, train_batches: Batches) -> None:
-    """Write last.pt: everything needed to continue exactly here (a collective call under DDP)."""
-    loader = train_batches.state_dict() if hasattr(train_batches, "state_dict") else None
+def _loader_state(train_batches: Batches) -> Any:
+    """The loader's position, or None when it keeps none (or cannot give it after a failure)."""
+    if not hasattr(train_batches, "state_dict"):
+        return None
+    try:
+        return train_batches.state_dict()
+    except Exception:
+        return None
+
+
+def _save_last(run: _Run, train_batches: Batches, wait: bool = False) -> None:
+    """Write last.pt: everything needed to continue exactly here (a collective call under DDP).
+
+    The state is copied to the CPU here (the only device sync) and written on the saver's thread;
+    with `wait` this returns once it is on disk (at a stop).
+    """
     rng = distributed.all_gather_objects(rng_state(run.devices))
-    loaders = distributed.all_gather_objects(loader)
+    loaders = distributed.all_gather_objects(_loader_state(train_batches))
     if run.placement.is_main:
         ckpt = {
-            "model": run.core.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
+            "model": detached(run.core.state_dict()),
+            "optimizer": detached(run.optimizer.state_dict()),
             "schedule": run.schedule.state_dict(),
             "state": asdict(run.state),
             "rng": rng,
             "loader": loaders,
             "config": asdict(run.cfg),
         }
-        save_atomic(ckpt, run.run_dir / "last.pt")
+        run.saver.save(ckpt, run.run_dir / "last.pt", wait=wait)
+    run.last_save = time.monotonic()
 
 
 def _position_loader(
@@ -200,8 +373,44 @@ def _position_loader(
     return batches
 
 
-def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> bool:
-    """Step through the rest of the epoch; False when max_steps stopped it first."""
+def _stop_or_save(run: _Run, log_step: bool) -> tuple[bool, bool]:
+    """(stop now, save now) for the timed save and the signals, the same answer on every rank.
+
+    Alone, both are host flags checked after every step. Under DDP they are agreed at log steps
+    only (one small all-reduce there), so no step pays for a collective of its own.
+    """
+    timed = run.cfg.save_every_minutes > 0 and time.monotonic() - run.last_save >= run.cfg.save_every_minutes * 60
+    if not run.placement.distributed:
+        return bool(run.signals.received), timed
+    if not log_step:
+        return False, False
+    flags = torch.tensor([bool(run.signals.received), timed], dtype=torch.int32, device=run.placement.device)
+    stop, save = distributed.all_reduce_sum(flags).tolist()
+    if stop and not run.signals.received:
+        run.signals.received = "a signal to another rank"
+    return stop > 0, save > 0
+
+
+def _train_record(run: _Run, meter: Meter, lr: float, partial: bool = False) -> dict[str, Any]:
+    """The "train" record of the interval the meter closes (loss sums already read into the state)."""
+    state, images = run.state, meter.seen
+    seconds, wait = meter.close()
+    record = {
+        "kind": "train",
+        "step": state.step,
+        "epoch": state.epoch,
+        "lr": lr,
+        "loss": state.interval_loss_sum / max(state.interval_steps, 1),
+        "images_per_s": images * run.placement.world_size / seconds if seconds > 0 else 0.0,
+        "data_wait": wait,
+    }
+    if partial:
+        record["partial"] = True
+    return record
+
+
+def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
+    """Step through the rest of the epoch; why it ended: "epoch", "max_steps" or "signal"."""
     cfg, state, devices = run.cfg, run.state, run.devices
     device = devices[0]
     lr = run.optimizer.param_groups[0]["lr"]
@@ -216,46 +425,46 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> bool:
     )
     batches = _position_loader(run, train_batches, loader_state)
     run.net.train()
-    seen, wait = 0, 0.0
-    _sync(devices)
-    interval_start = time.perf_counter()
+    # [this epoch's loss sum, this interval's]: float64 on the device, so the sums run in the same
+    # order (and give the same bits) whether or not the run was stopped and resumed in between.
+    sums = torch.tensor([state.epoch_loss_sum, state.interval_loss_sum], dtype=torch.float64, device=device)
+    meter = Meter(device)
+
+    def read_sums() -> None:
+        state.epoch_loss_sum, state.interval_loss_sum = sums.tolist()
+
     try:
-        while cfg.max_steps is None or state.step < cfg.max_steps:
-            _sync(devices)  # so the time below is only the wait for data, not queued GPU work
-            t0 = time.perf_counter()
+        while True:
+            if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                read_sums()
+                if meter.seen and run.placement.is_main:
+                    run.log.write(_train_record(run, meter, lr, partial=True))
+                return "max_steps"
+            meter.before_next()
             batch = next(batches, None)
-            wait += time.perf_counter() - t0
             if batch is None:
-                return True
+                read_sums()
+                return "epoch"
+            meter.after_next()
             images, labels = batch
             if run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.amp):
-                loss = F.cross_entropy(run.net(images).float(), labels.to(device))
+                loss = F.cross_entropy(run.net(images).float(), labels.to(device, non_blocking=True))
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
+            sums += loss.detach()
+            meter.after_step(images.shape[0])
 
-            loss_value = loss.item()
             state.step += 1
             state.batch_in_epoch += 1
-            state.epoch_loss_sum += loss_value
-            state.interval_loss_sum += loss_value
             state.interval_steps += 1
-            seen += images.shape[0]
             bar.update(1)
-            if state.step % cfg.log_every == 0:
-                _sync(devices)
-                wall = time.perf_counter() - interval_start
-                record = {
-                    "kind": "train",
-                    "step": state.step,
-                    "epoch": state.epoch,
-                    "lr": lr,
-                    "loss": state.interval_loss_sum / state.interval_steps,
-                    "images_per_s": seen * run.placement.world_size / wall,
-                    "data_wait": wait / wall,
-                }
+            log_step = state.step % cfg.log_every == 0
+            if log_step:
+                read_sums()
+                record = _train_record(run, meter, lr)
                 if run.placement.is_main:
                     run.log.write(record)
                 bar.set_postfix(
@@ -263,19 +472,37 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> bool:
                     img_s=f"{record['images_per_s']:.0f}",
                     wait=f"{record['data_wait']:.0%}",
                 )
-                state.interval_loss_sum, state.interval_steps, seen, wait = 0.0, 0, 0, 0.0
-                interval_start = time.perf_counter()
-            if cfg.save_every and state.step % cfg.save_every == 0:
+                state.interval_loss_sum, state.interval_steps = 0.0, 0
+                sums[1] = 0.0
+            stop, timed = _stop_or_save(run, log_step)
+            if stop:
+                read_sums()
+                state.stopped_by = run.signals.received
+                if meter.seen and run.placement.is_main:
+                    run.log.write(_train_record(run, meter, lr, partial=True))
+                return "signal"
+            if timed or (cfg.save_every and state.step % cfg.save_every == 0):
+                read_sums()
                 _save_last(run, train_batches)
-        return False
+    except Exception:
+        # A loader failure (e.g. a sample that cannot be decoded): keep what was trained so far. Under
+        # DDP the other ranks are not here, so a collective save would hang: the last periodic save stands.
+        if not run.placement.distributed:
+            read_sums()
+            try:
+                run.saver.wait()
+                _save_last(run, train_batches, wait=True)
+            except Exception:  # the loader's error is the one to report
+                pass
+        raise
     finally:
         bar.close()
 
 
 def _end_epoch(run: _Run, val_batches: Batches | None, lr: float, seconds: float) -> None:
-    """Validate, move the schedule, log the epoch record, keep best.pt, redraw the curves."""
+    """Validate (the bare model), move the schedule, log the epoch record, keep best.pt, redraw the curves."""
     state, main = run.state, run.placement.is_main
-    result = evaluate(run.net, val_batches, run.cfg.ten_crop, amp=run.cfg.amp) if val_batches is not None else None
+    result = evaluate(run.core, val_batches, run.cfg.ten_crop, amp=run.cfg.amp) if val_batches is not None else None
     record: dict[str, Any] = {
         "kind": "epoch",
         "step": state.step,
@@ -298,13 +525,13 @@ def _end_epoch(run: _Run, val_batches: Batches | None, lr: float, seconds: float
         run.log.write(record)
         if improved:
             best = {
-                "model": run.core.state_dict(),
+                "model": detached(run.core.state_dict()),
                 "epoch": state.epoch,
                 "step": state.step,
                 "eval": state.last_eval,
                 "config": asdict(run.cfg),
             }
-            save_atomic(best, run.run_dir / "best.pt")
+            run.saver.save(best, run.run_dir / "best.pt")
     state.epoch, state.batch_in_epoch, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
 
 
@@ -319,11 +546,13 @@ def train(
     info: Mapping[str, Any] | None = None,
     resume: bool = True,
 ) -> TrainState:
-    """Train `model` (already on its device, not yet wrapped) and return where it stopped.
+    """Train `model` (already on its device(s), not yet wrapped) and return where it stopped.
 
     placement: this process's rank/device under torchrun (DDP-wrapped when world size > 1).
     info: extra facts for config.json (batch size, data folder, loader, ...).
     resume: continue from run_dir/last.pt when it exists.
+    val_batches None trains without validation (the plateau schedule then never moves).
+    The returned state's `stopped_by` names the signal that stopped the run, if one did.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -345,7 +574,8 @@ def train(
     )
 
     loader_state = None
-    if resume and (run_dir / "last.pt").exists():
+    resuming = resume and (run_dir / "last.pt").exists()
+    if resuming:
         loader_state = _resume(run)
     else:
         torch.manual_seed(cfg.seed + placement.rank)
@@ -363,23 +593,31 @@ def train(
             **(info or {}),
         }
         write_json_atomic(config, run_dir / "config.json")
+        if cfg.tensorboard:
+            run.log.open_tensorboard(run.state.step + 1 if resuming else None)
 
     run.net = distributed.wrap(model, placement)
     if cfg.compile:
         run.net = torch.compile(run.net)
 
-    while run.state.epoch < cfg.epochs:
-        lr = run.schedule.lr(run.state.epoch)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
-        start = time.perf_counter()
-        finished = _train_epoch(run, train_batches, loader_state)
-        loader_state = None
-        if not finished:
-            _save_last(run, train_batches)
-            break
-        _end_epoch(run, val_batches, lr, time.perf_counter() - start)
-        _save_last(run, train_batches)
-        if placement.is_main and cfg.plot:
-            plot_metrics(run.log.path, run_dir / "curves.png")
+    try:
+        with run.signals.installed():
+            while run.state.epoch < cfg.epochs:
+                lr = run.schedule.lr(run.state.epoch)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
+                start = time.perf_counter()
+                ended = _train_epoch(run, train_batches, loader_state)
+                loader_state = None
+                if ended != "epoch":
+                    _save_last(run, train_batches, wait=True)
+                    break
+                _end_epoch(run, val_batches, lr, time.perf_counter() - start)
+                _save_last(run, train_batches)
+                if placement.is_main and cfg.plot:
+                    plot_metrics(run.log.path, run_dir / "curves.png")
+            run.saver.wait()
+    finally:
+        run.log.close()
+        run.saver.join()
     return run.state

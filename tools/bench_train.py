@@ -15,6 +15,7 @@ import click
 import torch
 
 from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_batch, verdict
+from alexnet.model.train import TrainConfig
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.bench.timing import best_of
 from alexnet.tools.options import check_device, class_count, default_device, parse_loader_list
@@ -25,11 +26,13 @@ WARMUP_STEPS = 3
 CEILING = "ceiling"
 
 
-def measure_ceiling(num_classes: int, device: torch.device, batch_size: int, steps: int, warmup: int) -> Rate:
+def measure_ceiling(
+    num_classes: int, device: torch.device, batch_size: int, steps: int, warmup: int, cfg: TrainConfig | None = None
+) -> Rate:
     """The loop on one batch resident on `device`, handed out warmup + steps times."""
     images, labels = resident_batch(batch_size, num_classes, device)
     model = build_model(num_classes, "paper", "data", device)
-    return measure(model, ResidentBatches(images, labels, warmup + steps), batch_size, steps, warmup)
+    return measure(model, ResidentBatches(images, labels, warmup + steps), batch_size, steps, warmup, cfg)
 
 
 def measure_loader(
@@ -41,6 +44,7 @@ def measure_loader(
     steps: int,
     warmup: int,
     workers: int | None,
+    cfg: TrainConfig | None = None,
 ) -> Rate:
     """The loop on `kind`'s training batches (epoch after epoch when the split is short)."""
     loader = make_loader(kind, data, "train", batch_size, device, workers=workers)
@@ -50,18 +54,26 @@ def measure_loader(
                 f"{data}: the train split holds fewer than one batch of {batch_size}; lower --batch-size"
             )
         model = build_model(num_classes, "paper", "data", device)
-        return measure(model, loader, batch_size, steps, warmup)
+        return measure(model, loader, batch_size, steps, warmup, cfg)
     finally:
         loader.close()
 
 
 def report(
-    device: str, batch_size: int, steps: int, warmup: int, rounds: int, ceiling: Rate, rates: dict[str, Rate]
+    device: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    rounds: int,
+    ceiling: Rate,
+    rates: dict[str, Rate],
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """The JSON document: the ceiling, and per loader its rate, data-wait, share of the ceiling and verdict."""
     return {
         "device": device,
         "batch_size": batch_size,
+        "compile": compiled,
         "steps": steps,
         "warmup": warmup,
         "rounds": rounds,
@@ -82,7 +94,8 @@ def format_table(doc: dict[str, Any]) -> str:
     """One row for the ceiling and one per loader."""
     c = doc["ceiling"]
     lines = [
-        f"device {doc['device']}, batch {doc['batch_size']}, {doc['steps']} timed steps after {doc['warmup']} warm-up"
+        f"device {doc['device']}, batch {doc['batch_size']}{', torch.compile' if doc.get('compile') else ''}, "
+        f"{doc['steps']} timed steps after {doc['warmup']} warm-up"
         + (f", best of {doc['rounds']} rounds" if doc["rounds"] > 1 else ""),
         f"{'':<22}{'images/s':>10}{'data-wait':>11}{'× ceiling':>11}  verdict",
         f"{'ceiling (resident)':<22}{c['images_per_s']:>10.1f}{c['data_wait']:>11.1%}{1.0:>11.2f}",
@@ -123,6 +136,9 @@ def format_table(doc: dict[str, Any]) -> str:
     type=click.IntRange(1),
     help="Run every row this many times, interleaved; keep each row's fastest.",
 )
+@click.option(
+    "--compile", "compile_model", is_flag=True, help="torch.compile the network (as alexnet-train --compile)."
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 def train_bench(
     data: Path,
@@ -133,6 +149,7 @@ def train_bench(
     batch_size: int | None,
     workers: int | None,
     rounds: int,
+    compile_model: bool,
     json_path: Path | None,
 ) -> None:
     """Training images/s with each loader against the trainer's ceiling (one batch resident on the device)."""
@@ -140,16 +157,19 @@ def train_bench(
     num_classes = class_count(data)
     batch_size = batch_size or DEFAULT_BATCH[device]
     dev = torch.device(device)
+    cfg = TrainConfig(compile=compile_model)
     runs: dict[str, Callable[[], Rate]] = {
-        CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, steps, warmup)
+        CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, steps, warmup, cfg)
     }
     for kind in kinds:
-        runs[kind] = lambda kind=kind: measure_loader(kind, data, num_classes, dev, batch_size, steps, warmup, workers)
+        runs[kind] = lambda kind=kind: measure_loader(
+            kind, data, num_classes, dev, batch_size, steps, warmup, workers, cfg
+        )
     try:
         rates = best_of(runs, rounds)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    doc = report(device, batch_size, steps, warmup, rounds, rates.pop(CEILING), rates)
+    doc = report(device, batch_size, steps, warmup, rounds, rates.pop(CEILING), rates, compile_model)
     click.echo(format_table(doc))
     if json_path:
         json_path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -10,6 +10,8 @@ value defaults to the paper's (§5). Under `torchrun` each process trains one da
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -19,20 +21,57 @@ import torch
 
 from alexnet.model import distributed, paper
 from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
+from alexnet.model.checkpoint import WriteFailed
 from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
-from alexnet.model.train import TrainConfig, train
+from alexnet.model.train import TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
+from alexnet.pipeline.loaders.contract import CorruptSample
+from alexnet.pipeline.store.manifest import read_manifest
 from alexnet.tools.options import check_device, class_count, default_device
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
-    """The network on its device(s): one device, or the two columns on cuda:0 and cuda:1 (towers)."""
+    """The network on its device(s): one device, or the two columns on `device` and the next GPU (towers:
+    cuda:0 and cuda:1 alone, cuda:2r and cuda:2r+1 for rank r under torchrun; both share a lone GPU or the CPU).
+
+    Its initial weights are drawn from torch's global generator: seed it first for a reproducible run.
+    """
     model = AlexNet(num_classes=num_classes, init=init)
     if parallel == "towers":
-        second = torch.device("cuda", 1) if device.type == "cuda" and torch.cuda.device_count() > 1 else device
+        following = (device.index or 0) + 1
+        second = (
+            torch.device("cuda", following)
+            if device.type == "cuda" and torch.cuda.device_count() > following
+            else device
+        )
         return towers_from_alexnet(model, (device, second))
     return model.to(device)
+
+
+def data_identity(data: Path) -> dict[str, object]:
+    """What a resumed run must find again in --data: the class count and a digest of the wnids, in order."""
+    wnids = [c["wnid"] for c in read_manifest(data)["classes"]]
+    return {"num_classes": len(wnids), "classes_sha256": hashlib.sha256("\n".join(wnids).encode()).hexdigest()}
+
+
+def check_same_data(run_dir: Path, data: Path) -> None:
+    """Refuse a --resume on another data set than the run's (other class count, or other wnids)."""
+    config = run_dir / "config.json"
+    recorded = json.loads(config.read_text()) if config.is_file() else {}
+    if "classes_sha256" not in recorded:
+        return
+    mine = data_identity(data)
+    if recorded["classes_sha256"] != mine["classes_sha256"]:
+        detail = "the same count, other wnids" if recorded["num_classes"] == mine["num_classes"] else "another count"
+        raise click.ClickException(
+            f"--resume {run_dir}: the run was trained on {recorded.get('data')} ({recorded['num_classes']} classes), "
+            f"not on {data} ({mine['num_classes']} classes: {detail}); resume with --data {recorded.get('data')} or start a new run"
+        )
+
+
+def has_split(data: Path, split: str) -> bool:
+    return bool(read_manifest(data)["splits"].get(split, {}).get("shards"))
 
 
 def recorded_parallel(run_dir: Path, asked: str) -> str:
@@ -96,6 +135,21 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (the CPU runs float32).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
 @click.option("--log-every", default=TrainConfig.log_every, type=click.IntRange(1), help="Steps per metrics record.")
+@click.option(
+    "--save-every",
+    default=0,
+    type=click.IntRange(0),
+    help="Also write last.pt every this many steps (0: at epoch ends).",
+)
+@click.option(
+    "--save-every-minutes",
+    default=0.0,
+    type=click.FloatRange(0),
+    help="Also write last.pt when this many minutes passed since the last save (0: never).",
+)
+@click.option(
+    "--tensorboard", is_flag=True, help="Also write the metrics as TensorBoard events (the `tensorboard` extra)."
+)
 def main(
     data: Path,
     loader_kind: str,
@@ -120,6 +174,9 @@ def main(
     amp: bool,
     compile_model: bool,
     log_every: int,
+    save_every: int,
+    save_every_minutes: float,
+    tensorboard: bool,
 ) -> None:
     """Train AlexNet on DATA with the paper's recipe; writes a run folder with metrics, checkpoints and curves."""
     check_device(device)
@@ -135,9 +192,23 @@ def main(
         raise click.ClickException(
             f"{run_dir} holds a run already; continue it with --resume {run_dir}, or pick another --run-dir"
         )
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise click.ClickException("--tensorboard: the tensorboard package is missing; pip install -e '.[tensorboard]'")
     num_classes = class_count(data)
+    if resume:
+        check_same_data(run_dir, data)
+    with_val = has_split(data, "val")
+    if not with_val and (eval_only or lr_schedule == "plateau"):
+        raise click.ClickException(
+            f"{data}: no val split, so {'--eval-only has nothing to evaluate' if eval_only else '--lr-schedule plateau cannot see validation error'}"
+            + ("" if eval_only else "; train with --lr-schedule step (and --lr-steps)")
+        )
     parallel = recorded_parallel(run_dir, parallel) if resume else parallel
-    placement = distributed.setup_from_env(device)
+    try:
+        placement = distributed.setup_from_env(device, devices_per_rank=2 if parallel == "towers" else 1)
+    except ValueError as e:
+        raise click.ClickException(f"--parallel {parallel}: {e}") from None
+    torch.manual_seed(seed)  # the initial weights (train() seeds again, per rank, for the dropout masks)
     model = build_model(num_classes, init, parallel, placement.device)
 
     def loader(split: str, **kw):
@@ -154,9 +225,11 @@ def main(
             **kw,
         )
 
+    loaders: list = []
     try:
-        loaders = [loader("val", ten_crop=ten_crop)]
-    except (FileNotFoundError, ImportError) as e:  # no pca.json, no export-ffcv yet, FFCV not installed
+        if with_val:
+            loaders.append(loader("val", ten_crop=ten_crop))
+    except (FileNotFoundError, ImportError, ValueError) as e:  # no pca.json, no export-ffcv yet, FFCV not installed
         raise click.ClickException(str(e)) from None
     try:
         if eval_only:
@@ -191,17 +264,49 @@ def main(
             step_epochs=tuple(int(e) for e in lr_steps.split(",") if e.strip()),
             max_steps=max_steps,
             log_every=log_every,
+            save_every=save_every,
+            save_every_minutes=save_every_minutes,
             ten_crop=ten_crop,
             amp=amp,
             compile=compile_model,
             seed=seed,
+            tensorboard=tensorboard,
         )
-        info = {"data": str(data), "loader": loader_kind, "batch_size": batch_size, "parallel": parallel, "init": init}
-        loaders.append(loader("train", epochs=epochs))
-        state = train(
-            model, loaders[1], loaders[0], cfg, run_dir, placement=placement, info=info, resume=resume is not None
-        )
-        if placement.is_main:
+        info = {
+            "data": str(data),
+            **data_identity(data),
+            "loader": loader_kind,
+            "batch_size": batch_size,
+            "parallel": parallel,
+            "init": init,
+        }
+        try:
+            train_loader = loader("train", epochs=epochs)
+        except (FileNotFoundError, ImportError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        loaders.append(train_loader)
+        if len(train_loader) == 0:
+            per_rank = f" over {placement.world_size} ranks" if placement.distributed else ""
+            raise click.ClickException(
+                f"{data / 'train'}: {getattr(train_loader, 'samples', 'too few')} samples{per_rank} make no batch of "
+                f"{batch_size}; lower -b/--batch-size"
+            )
+        val_loader = loaders[0] if with_val else None
+        try:
+            state = train(
+                model, train_loader, val_loader, cfg, run_dir, placement=placement, info=info, resume=resume is not None
+            )
+        except CorruptSample as e:
+            raise click.ClickException(f"{e}; {run_dir / 'last.pt'} keeps the run up to the batch before") from None
+        except (TrainError, WriteFailed) as e:
+            raise click.ClickException(str(e)) from None
+        if placement.is_main and state.stopped_by:
+            launcher = "torchrun ... -m alexnet.tools.train" if placement.distributed else "alexnet-train"
+            click.echo(
+                f"stopped by {state.stopped_by} at epoch {state.epoch}, step {state.step}; last.pt is saved; "
+                f"continue with: {launcher} --data {data} --loader {loader_kind} --resume {run_dir}"
+            )
+        elif placement.is_main:
             click.echo(
                 f"stopped at epoch {state.epoch}, step {state.step}; last validation: {state.last_eval}; run folder: {run_dir}"
             )

@@ -69,6 +69,27 @@ class LoaderConfig:
     epochs: int | None = None  # the run's last epoch is epochs - 1: nothing is prepared past it (None: no end)
 
 
+class CorruptSample(RuntimeError):
+    """A sample that cannot be decoded during loading; the message names the shard and key (or the
+    split's shards when the loader cannot tell which) and points to `alexnet-tools verify`."""
+
+    @classmethod
+    def naming(cls, tar: Path, key: str, reason: str) -> CorruptSample:
+        data = tar.parent.parent
+        return cls(
+            f"{tar}: sample {key} cannot be decoded ({reason}); "
+            f"check the shards with `alexnet-tools verify --data {data}` and re-run prepare"
+        )
+
+    @classmethod
+    def from_worker(cls, error: CorruptSample) -> CorruptSample:
+        """The one-line message again, out of the traceback text a DataLoader worker wraps it in."""
+        text = str(error).strip()
+        if text.startswith("Caught "):
+            text = text.splitlines()[-1].split(": ", 1)[-1]
+        return cls(text)
+
+
 class Loader(Protocol):
     """What `make_loader` returns; see the module docstring for the promises."""
 

@@ -52,6 +52,7 @@ from alexnet.pipeline.augment import (
 )
 from alexnet.pipeline.loaders.contract import (
     SHUFFLE_BUFFER,
+    CorruptSample,
     LoaderConfig,
     SeededEpochs,
     derive_seed,
@@ -306,7 +307,7 @@ class DaliLoader(SeededEpochs):
         try:
             scheduled = depth
             for k in range(start, len(self)):
-                outputs = pipe.outputs()
+                outputs = self.outputs(pipe)
                 if start + scheduled < len(self):  # never run past the epoch: no batch computed in vain
                     pipe.schedule_run()
                     scheduled += 1
@@ -322,6 +323,25 @@ class DaliLoader(SeededEpochs):
         finally:
             if self._pipe is pipe and self.position.batch == len(self):
                 self._pipe = None
+
+    def outputs(self, pipe: Pipeline) -> tuple:
+        """The next batch's outputs; a sample the decoder fails on becomes a CorruptSample.
+
+        DALI's error names the operator but neither the tar nor the key, so the message names the
+        split's shards and points to `alexnet-tools verify`, which finds the sample.
+        """
+        try:
+            return pipe.outputs()
+        except RuntimeError as e:
+            if "fn.decoders." not in str(e):
+                raise
+            lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
+            reason = lines[-1] if lines else "decode error"
+            c = self.config
+            raise CorruptSample(
+                f"{c.data / c.split}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
+                f"(DALI: {reason}); find it with `alexnet-tools verify --data {c.data}` and re-run prepare"
+            ) from None
 
     def start_epoch(self, epoch: int, checkpoint: bytes | str | None, depth: int) -> Pipeline:
         """Build `epoch`'s pipeline and schedule its first `depth` batches (they run in the background)."""

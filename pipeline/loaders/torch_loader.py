@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from alexnet.pipeline.augment import center_crop, crop, draw_train, hflip, ten_crops
 from alexnet.pipeline.loaders.contract import (
+    CorruptSample,
     LoaderConfig,
     SeededEpochs,
     batches_per_epoch,
@@ -55,7 +56,10 @@ class ShardDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, tuple | None]:
         index, epoch = item
         jpeg, label = self.reader.sample(index)
-        image = torch.from_numpy(decode_jpeg(jpeg))
+        try:
+            image = torch.from_numpy(decode_jpeg(jpeg))
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for a damaged JPEG
+            raise CorruptSample.naming(self.reader.tar_path(index), self.reader.key(index), str(e)) from None
         if not self.train:
             return (ten_crops(image) if self.ten_crop else center_crop(image)), label, None
         dx, dy, flip, alpha = draw_train(np.random.default_rng([self.seed, epoch, index]))
@@ -134,6 +138,9 @@ class TorchLoader(SeededEpochs):
             pin_memory=on_gpu,
             persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
+            # its own generator: iter() draws the workers' base seed from it, not from torch's global
+            # RNG, so the trainer's dropout masks do not depend on when an epoch's iterator is made.
+            generator=torch.Generator().manual_seed(config.seed),
         )
         self.start_at(config.epoch)
 
@@ -142,7 +149,14 @@ class TorchLoader(SeededEpochs):
         if self.position.batch >= len(self):
             return
         device = self.config.device
-        for batch in self.dataloader:
+        batches = iter(self.dataloader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except CorruptSample as e:
+                raise CorruptSample.from_worker(e) from None
             alpha = None if batch.draws is None else batch.draws["alpha"].to(device, non_blocking=True)
             images = self.step(batch.images.to(device, non_blocking=True), alpha)
             labels = batch.labels.to(device, non_blocking=True)

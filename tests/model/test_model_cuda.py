@@ -1,6 +1,8 @@
-"""On CUDA: bf16 autocast with channels_last training, torch.compile, and the towers across two GPUs."""
+"""On CUDA: bf16 autocast with channels_last training, torch.compile, the towers across two GPUs, no host
+sync between log steps, and data-wait on the GPU clock."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,63 @@ def test_towers_on_two_gpus_match_one_device() -> None:
     x = torch.randn(4, 3, 224, 224, device="cuda:0") * 50
     with torch.no_grad():
         torch.testing.assert_close(towers(x), single(x), rtol=1e-4, atol=1e-5)
+
+
+class SyncForbidden:
+    """Resident CUDA batches that turn on torch's sync debug mode ("error") from the first batch handed
+    over until the trainer asks for the one after the last: every step in between must queue work
+    without waiting for the device."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield from self.batches
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+def test_no_host_sync_between_log_steps(tmp_path: Path) -> None:
+    n = 8
+    model = AlexNet(num_classes=10).cuda()
+    cfg = TrainConfig(epochs=1, log_every=n + 1, progress=False, plot=False, schedule="step")
+    state = train(model, SyncForbidden(cuda_batches(n)), None, cfg, tmp_path)
+    assert state.step == n
+
+
+class SlowCuda:
+    """Resident CUDA batches handed over after `delay` seconds of host time each."""
+
+    delay = 0.05
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_data_wait_on_the_gpu_clock(tmp_path: Path) -> None:
+    """A loader 50 ms late per batch leaves the GPU idle ~50 ms a step (a step at batch 4 is far shorter);
+    resident batches handed over at once leave it idle ~0."""
+    batches = cuda_batches(12)
+    cfg = TrainConfig(epochs=1, log_every=6, progress=False, plot=False, schedule="step")
+    train(AlexNet(num_classes=10).cuda(), SlowCuda(batches), None, cfg, tmp_path / "slow")
+    train(AlexNet(num_classes=10).cuda(), batches, None, cfg, tmp_path / "resident")
+    slow, resident = (
+        [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("slow", "resident")
+    )
+    for r in [r for r in slow if r["kind"] == "train"][1:]:
+        assert r["data_wait"] * 4 / r["images_per_s"] == pytest.approx(SlowCuda.delay, rel=0.3), r
+    assert all(r["data_wait"] < 0.1 for r in resident if r["kind"] == "train")

@@ -1,6 +1,9 @@
 """The training loop: run folder contents, lr schedules, evaluation, data-wait, bit-exact resume, overfitting."""
 
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from torch import nn
 from alexnet.model.alexnet import AlexNet
 from alexnet.model.evaluate import evaluate
 from alexnet.model.schedule import LrSchedule
-from alexnet.model.train import TrainConfig, make_optimizer, make_schedule, train
+from alexnet.model.train import STOP_SIGNALS, TrainConfig, TrainError, make_optimizer, make_schedule, train
 
 TIMING_KEYS = ("images_per_s", "data_wait", "epoch_s")
 
@@ -119,18 +122,6 @@ def test_run_folder_contents(tmp_path: Path) -> None:
     assert best["eval"]["top1_err"] == min(r["top1_err"] for r in epoch_recs)
 
 
-def test_data_wait_fraction_sees_a_slow_loader(tmp_path: Path) -> None:
-    class Slow(SyntheticBatches):
-        def __iter__(self):
-            for batch in super().__iter__():
-                time.sleep(0.2)
-                yield batch
-
-    train(tiny(), Slow(n_batches=4), None, config(epochs=1, log_every=2), tmp_path)
-    waits = [r["data_wait"] for r in records_with_timing(tmp_path) if r["kind"] == "train"]
-    assert len(waits) == 2 and all(w > 0.5 for w in waits)
-
-
 def records_with_timing(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -227,3 +218,177 @@ def test_alexnet_overfits_32_images() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.05, losses
+
+
+class Counting:
+    """Counts the calls of torch's host-device sync points (Tensor.item, .tolist, .cpu) while installed."""
+
+    NAMES = ("item", "tolist", "cpu")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(self_, *args, _original=original, **kwargs):
+                self.calls += 1
+                return _original(self_, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def test_steps_between_log_steps_read_nothing_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N steps with log interval K read device values about N/K times: once per log step, once at the epoch end."""
+    n, k = 24, 6
+    batches, model = SyntheticBatches(n_batches=n), tiny()
+    counter = Counting(monkeypatch)
+    train(model, batches, None, config(epochs=1, log_every=k, schedule="step"), tmp_path)
+    assert counter.calls <= n // k + 1, counter.calls
+    assert len([r for r in records(tmp_path) if r["kind"] == "train"]) == n // k
+
+
+def test_evaluation_reads_its_totals_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = list(SyntheticBatches(n_batches=6, seed=5))
+    expected = evaluate(tiny(), batches)
+    counter = Counting(monkeypatch)
+    assert evaluate(tiny(), batches) == expected
+    assert counter.calls == 1
+
+
+class Sleepy(SyntheticBatches):
+    """Batches that each take `delay` seconds to arrive."""
+
+    delay = 0.08
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_data_wait_meter_reads_a_known_sleep_and_a_resident_batch(tmp_path: Path) -> None:
+    """With a loader that sleeps 80 ms per batch, data-wait × the step's time is 80 ms; one resident batch waits ~0."""
+    from alexnet.model.throughput import ResidentBatches
+
+    train(tiny(), Sleepy(n_batches=8), None, config(epochs=1, log_every=4), tmp_path / "slow")
+    timed = [r for r in records_with_timing(tmp_path / "slow") if r["kind"] == "train"]
+    assert len(timed) == 2
+    for r in timed:
+        seconds_per_step = 4 / r["images_per_s"]  # batch 4
+        assert r["data_wait"] * seconds_per_step == pytest.approx(Sleepy.delay, rel=0.35), r
+    images, labels = next(iter(SyntheticBatches()))
+    train(tiny(), ResidentBatches(images, labels, 8), None, config(epochs=1, log_every=4), tmp_path / "resident")
+    assert all(r["data_wait"] < 0.05 for r in records_with_timing(tmp_path / "resident") if r["kind"] == "train")
+
+
+def test_a_stop_before_the_first_log_step_writes_a_partial_record(tmp_path: Path) -> None:
+    train(tiny(), SyntheticBatches(n_batches=6), None, config(epochs=1, log_every=50, max_steps=3), tmp_path)
+    (record,) = records_with_timing(tmp_path)
+    assert record["kind"] == "train" and record["step"] == 3 and record["partial"] is True
+    assert record["loss"] > 0 and record["images_per_s"] > 0 and 0 <= record["data_wait"] <= 1
+
+
+class Signalling(SyntheticBatches):
+    """Sends this process `signals[0]` as batch `at` is handed over, then any further ones every 2 ms
+    for half a second from another thread (so they land while last.pt is being written)."""
+
+    def __init__(self, at: int, signals: tuple[int, ...], **kw) -> None:
+        super().__init__(**kw)
+        self.at, self.signals = at, signals
+        self.burst: threading.Thread | None = None
+
+    def _burst(self) -> None:
+        for _ in range(250):
+            for s in self.signals[1:]:
+                os.kill(os.getpid(), s)
+            time.sleep(0.002)
+
+    def __iter__(self):
+        for i, batch in enumerate(super().__iter__()):
+            if i == self.at:
+                os.kill(os.getpid(), self.signals[0])
+                self.burst = threading.Thread(target=self._burst)
+                self.burst.start()
+            yield batch
+
+
+@pytest.mark.parametrize(
+    "signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM)], ids=["SIGTERM", "SIGINT+burst"]
+)
+def test_a_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path: Path, signals: tuple[int, ...]) -> None:
+    """The signal arrives with batch 2 of epoch 0: that step is taken, last.pt written, and a resume ends
+    where an uninterrupted run does. More signals while it saves change nothing."""
+    whole = tiny()
+    train(whole, SyntheticBatches(), val_batches(), config(epochs=2), tmp_path / "whole")
+    split = tiny()
+    loader = Signalling(1, signals)
+
+    def ignore(signum, frame):  # what the test's process does with a signal outside train()
+        pass
+
+    previous = {s: signal.signal(s, ignore) for s in STOP_SIGNALS}
+    try:
+        state = train(split, loader, val_batches(), config(epochs=2), tmp_path / "split")
+        assert all(signal.getsignal(s) is ignore for s in STOP_SIGNALS)  # train put the handlers back
+    finally:
+        loader.burst.join()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert state.stopped_by == signal.Signals(signals[0]).name and (state.epoch, state.step) == (0, 2)
+    assert not (tmp_path / "split" / "last.pt.tmp").exists()
+    resumed = tiny(seed=3)
+    train(resumed, SyntheticBatches(), val_batches(), config(epochs=2), tmp_path / "split")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert records(tmp_path / "whole") == records(tmp_path / "split")
+
+
+def test_periodic_saves_are_written_in_the_background(tmp_path: Path) -> None:
+    """--save-every: last.pt at steps 2 and 4 of a 5-step epoch, each a copy (later steps do not change it)."""
+    seen: list[int] = []
+
+    class Watching(SyntheticBatches):
+        def __iter__(self):
+            for batch in super().__iter__():
+                path = tmp_path / "last.pt"
+                if path.exists():
+                    seen.append(torch.load(path, weights_only=False)["state"]["step"])
+                yield batch
+
+    train(tiny(), Watching(n_batches=5), None, config(epochs=1, save_every=2, schedule="step"), tmp_path)
+    assert set(seen) <= {2, 4} and 2 in seen
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["state"]["step"] == 5
+
+
+def test_tensorboard_events_hold_the_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny(), SyntheticBatches(), val_batches(), config(epochs=2, log_every=2, tensorboard=True), tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/images_per_s", "train/data_wait", "val/top1_err", "val/top5_err"} <= set(
+        events.Tags()["scalars"]
+    )
+    logged = [r for r in records_with_timing(tmp_path) if r["kind"] == "train"]
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [
+        (r["step"], pytest.approx(r["loss"])) for r in logged
+    ]
+    tops = [r["top1_err"] for r in records_with_timing(tmp_path) if r["kind"] == "epoch"]
+    assert [e.value for e in events.Scalars("val/top1_err")] == pytest.approx(tops)
+
+
+def test_another_world_size_continues_at_an_epoch_boundary_only(tmp_path: Path) -> None:
+    """A last.pt saved by two ranks (its rng and loader lists doubled here) resumes alone at an epoch
+    boundary; in the middle of an epoch it is refused."""
+    train(tiny(), SyntheticBatches(), None, config(epochs=1, schedule="step"), tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt["rng"], ckpt["loader"] = ckpt["rng"] * 2, ckpt["loader"] * 2
+    torch.save(ckpt, tmp_path / "last.pt")
+    state = train(tiny(), SyntheticBatches(), None, config(epochs=2, max_steps=4, schedule="step"), tmp_path)
+    assert (state.epoch, state.step) == (1, 4)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt["rng"], ckpt["loader"] = ckpt["rng"] * 2, ckpt["loader"] * 2
+    torch.save(ckpt, tmp_path / "last.pt")
+    with pytest.raises(TrainError, match="saved by 2 ranks in the middle of epoch 1"):
+        train(tiny(), SyntheticBatches(), None, config(epochs=2, schedule="step"), tmp_path)

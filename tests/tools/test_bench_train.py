@@ -89,7 +89,7 @@ def test_bench_train_command(tiny_data, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["device"] == "cpu" and doc["batch_size"] == 4 and doc["steps"] == 2
+    assert doc["device"] == "cpu" and doc["batch_size"] == 4 and doc["steps"] == 2 and doc["compile"] is False
     assert doc["ceiling"]["images_per_s"] > 0 and 0 <= doc["ceiling"]["data_wait"] < 1
     assert list(doc["loaders"]) == ["dali", "torch"]
     for kind, row in doc["loaders"].items():

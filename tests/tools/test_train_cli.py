@@ -1,4 +1,6 @@
-"""`alexnet-train` end to end on the CPU: a tiny prepared folder, both loaders, eval-only, resume, refusals.
+"""`alexnet-train` end to end on the CPU: a tiny prepared folder, both loaders, eval-only, resume, refusals,
+and a run that survives its machine: SIGTERM and SIGKILL then --resume end bit for bit as an uninterrupted
+run, a corrupt sample and a full disk stop in one line with the checkpoint kept.
 
 The folder is synth's ILSVRC-shaped tree (3 classes, 8 train and 4 val images each; two planted
 undecodable files land in quarantine, leaving 22 train images) prepared into 8-image shards, so one
@@ -6,13 +8,25 @@ epoch at batch 4 is 5 steps. Each training run writes full-size AlexNet checkpoi
 so runs are shared between tests where a test only reads them.
 """
 
+import dataclasses
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
 
+from alexnet.pipeline.loaders.contract import LoaderConfig, sample_order
+from alexnet.pipeline.store.manifest import read_manifest, shards_digest
+from alexnet.pipeline.store.pca_file import PCA_FILE, load_stats, save_pca
+from alexnet.pipeline.store.shards import ShardReader
 from alexnet.tools.train import main
 
 KINDS = ["dali", "torch"]
@@ -137,3 +151,262 @@ def test_cuda_without_cuda(data):
     result = CliRunner().invoke(main, ["--data", str(data), "--device", "cuda"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == ["Error: --device cuda: no CUDA device is visible; use --device cpu"]
+
+
+# --- issue 11: preemption, exact resumes, refusals -------------------------------------------------
+
+TIMING = ("images_per_s", "data_wait", "epoch_s")
+
+
+def command(data: Path, *args: str) -> list[str]:
+    """`cli`'s command line, as a separate process (for SIGKILL)."""
+    base = [sys.executable, "-m", "alexnet.tools.train", "--data", str(data), "--device", "cpu", "-b", str(BATCH)]
+    return [*base, "-j", "2", *args]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+
+
+def untimed(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(trained, data, tmp_path_factory) -> tuple[str, Path, Path]:
+    """Two uninterrupted epochs with `trained`'s loader: what every interrupted run must end as.
+
+    (loader, its run folder, `trained`'s run folder: the first epoch of the same command)."""
+    kind, first_epoch, _ = trained
+    run = tmp_path_factory.mktemp(f"ref-{kind}") / "run"
+    result = cli(data, "--loader", kind, "--epochs", "2", "--log-every", "2", "--run-dir", str(run))
+    assert result.exit_code == 0, result.output
+    return kind, run, first_epoch
+
+
+def signal_when(run: Path, step: int, signum: int, done: threading.Event) -> threading.Thread:
+    """Send this process `signum` once metrics.jsonl has a train record at `step` or later."""
+
+    def watch() -> None:
+        while not done.is_set():
+            path = run / "metrics.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            if any(r["kind"] == "train" and r["step"] >= step for r in map(json.loads, lines)):
+                os.kill(os.getpid(), signum)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_interrupted_every_way_ends_as_the_uninterrupted_run(reference, data, tmp_path):
+    """An epoch-boundary stop, SIGTERM mid-epoch, SIGKILL after a --save-every checkpoint, each followed
+    by --resume: the final weights and metrics are the uninterrupted run's, bit for bit. The first part
+    is `trained`'s command again: the same command gives the same weights."""
+    kind, ref, trained_run = reference
+    run = tmp_path / "run"
+    args = ["--loader", kind, "--log-every", "2"]
+    first = cli(data, *args, "--epochs", "1", "--run-dir", str(run))  # stops at the epoch boundary
+    assert first.exit_code == 0, first.output
+    assert_same_weights(trained_run, run)
+
+    done = threading.Event()
+    watcher = signal_when(run, STEPS_PER_EPOCH + 1, signal.SIGTERM, done)
+    try:
+        second = cli(data, *args, "--epochs", "2", "--resume", str(run))
+    finally:
+        done.set()
+        watcher.join()
+    assert second.exit_code == 0, second.output
+    state = torch.load(run / "last.pt", weights_only=False)["state"]
+    assert 0 < state["batch_in_epoch"] < STEPS_PER_EPOCH and state["epoch"] == 1  # in the middle of epoch 1
+    (line,) = [x for x in second.output.splitlines() if x.startswith("stopped by SIGTERM")]
+    assert f"step {state['step']}" in line and f"--resume {run}" in line
+
+    saved = (run / "last.pt").stat().st_mtime_ns
+    killed = subprocess.Popen(
+        command(data, *args, "--epochs", "2", "--save-every", "1", "--resume", str(run)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while killed.poll() is None and (run / "last.pt").stat().st_mtime_ns == saved:
+        time.sleep(0.02)
+    killed.kill()
+    assert killed.wait() == -signal.SIGKILL  # killed, not finished
+    assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] > state["step"]
+
+    last = cli(data, *args, "--epochs", "2", "--resume", str(run))
+    assert last.exit_code == 0, last.output
+    assert f"stopped at epoch 2, step {2 * STEPS_PER_EPOCH}" in last.output
+    assert_same_weights(ref, run)
+    assert untimed(ref) == untimed(run)
+
+
+@pytest.fixture(scope="module")
+def short(data, tmp_path_factory) -> Path:
+    """--max-steps 3 with the log interval far away, and TensorBoard events."""
+    run = tmp_path_factory.mktemp("short") / "run"
+    result = cli(
+        data, "--loader", "torch", "--max-steps", "3", "--log-every", "50", "--tensorboard", "--run-dir", str(run)
+    )
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_a_short_run_writes_its_partial_interval_and_tensorboard_events(short):
+    (record,) = records(short, "train")
+    assert record["step"] == 3 and record["partial"] is True and record["loss"] > 0 and record["images_per_s"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(short))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(3, pytest.approx(record["loss"]))]
+    assert [e.value for e in events.Scalars("train/data_wait")] == [pytest.approx(record["data_wait"])]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(data, short, tmp_path):
+    """A file-size limit below a checkpoint's size stands in for a full disk: one line, no .tmp, last.pt as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(short, run)
+    before = (run / "last.pt").read_bytes()[-4096:], (run / "last.pt").stat().st_size
+    limit = 50 * 2**20
+    script = (
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        "from alexnet.tools.train import main; sys.argv[0] = 'alexnet-train'; main()"
+    )
+    args = ["--data", str(data), "--device", "cpu", "-b", "4", "-j", "2", "--loader", "torch", "--max-steps", "4"]
+    done = subprocess.run([sys.executable, "-c", script, *args, "--resume", str(run)], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("Error:")]
+    assert f"{run / 'last.pt'}: could not write" in line and "the previous last.pt is kept" in line
+    assert not (run / "last.pt.tmp").exists()
+    assert ((run / "last.pt").read_bytes()[-4096:], (run / "last.pt").stat().st_size) == before
+
+
+def copy_data(data: Path, to: Path) -> Path:
+    shutil.copytree(data, to)
+    return to
+
+
+def edit_manifest(data: Path, edit) -> None:
+    path = data / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_refusals_name_what_to_do(data, short, tmp_path):
+    """Another data set on --resume (other wnids, other class count), a batch larger than the data, and a
+    mid-epoch checkpoint from another world size: one line each, and the run folder untouched."""
+    config_before = (short / "config.json").read_text()
+    other = copy_data(data, tmp_path / "other")
+    edit_manifest(other, lambda m: m["classes"][0].update(wnid="n00000000"))
+    result = cli(other, "--resume", str(short))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: --resume {short}: the run was trained on {data} (3 classes), not on {other} (3 classes: the same "
+        f"count, other wnids); resume with --data {data} or start a new run"
+    ]
+    fewer = copy_data(data, tmp_path / "fewer")
+    edit_manifest(fewer, lambda m: m.update(classes=m["classes"][:2]))
+    result = cli(fewer, "--resume", str(short))
+    assert result.exit_code == 1 and "(2 classes: another count)" in result.output
+    assert (short / "config.json").read_text() == config_before
+
+    result = cli(data, "-b", "64", "--run-dir", str(tmp_path / "big"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {data / 'train'}: 22 samples make no batch of 64; lower -b/--batch-size"
+    ]
+
+    run = copy_data(short, tmp_path / "two-ranks")
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt["rng"], ckpt["loader"] = ckpt["rng"] * 2, ckpt["loader"] * 2  # as two ranks would have saved it
+    torch.save(ckpt, run / "last.pt")
+    result = cli(data, "--loader", "torch", "--resume", str(run))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {run / 'last.pt'}: saved by 2 ranks in the middle of epoch 0 (batch 3); resume it with 2 ranks, "
+        "or from a checkpoint at an epoch boundary"
+    ]
+
+
+def test_a_broken_train_split_is_one_line(data, tmp_path):
+    broken = copy_data(data, tmp_path / "broken")
+    (broken / "train" / "train-000001.idx").unlink()
+    result = cli(broken, "--loader", "torch", "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {broken / 'train' / 'train-000001.idx'}: missing index of train-000001.tar; "
+        f"re-run `alexnet-tools prepare --out {broken}`"
+    ]
+
+
+def without_val(data: Path, to: Path) -> Path:
+    """A copy of `data` whose manifest has no val split (pca.json re-stamped to match)."""
+    out = copy_data(data, to)
+    shutil.rmtree(out / "val")
+    edit_manifest(out, lambda m: m["splits"].pop("val"))
+    save_pca(dataclasses.replace(load_stats(data), manifest_sha256=shards_digest(read_manifest(out))), out / PCA_FILE)
+    return out
+
+
+def test_training_without_a_val_split(data, tmp_path):
+    out = without_val(data, tmp_path / "noval")
+    result = cli(out, "--epochs", "1", "--run-dir", str(tmp_path / "refused"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {out}: no val split, so --lr-schedule plateau cannot see validation error; "
+        "train with --lr-schedule step (and --lr-steps)"
+    ]
+    run = tmp_path / "run"
+    result = cli(out, "--loader", "torch", "-b", "8", "--epochs", "1", "--lr-schedule", "step", "--run-dir", str(run))
+    assert result.exit_code == 0, result.output
+    (epoch,) = records(run, "epoch")
+    assert epoch["step"] == 22 // 8 and "top1_err" not in epoch and not (run / "best.pt").exists()
+
+
+def corrupt(data: Path, to: Path, indices: list[int]) -> tuple[Path, Path, str]:
+    """A copy of `data` whose train samples `indices` are zeroed in place (same size: the manifest still agrees)."""
+    out = copy_data(data, to)
+    reader = ShardReader.for_split(out, "train")
+    tar, key = reader.tar_path(indices[0]), reader.key(indices[0])
+    for i in indices:
+        offset, size = (int(v) for v in reader.where[i][:2])
+        with open(reader.tar_path(i), "r+b") as f:
+            f.seek(offset)
+            f.write(bytes(size))
+    reader.close()
+    return out, tar, key
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_corrupt_sample_stops_cleanly_with_a_checkpoint(data, tmp_path, kind):
+    """Same-size corruption inside a shard: exit 1 with one line naming the shard (and the key, where the
+    loader can know it) and `alexnet-tools verify`; last.pt holds the steps before."""
+    n = len(ShardReader.for_split(data, "train"))
+    order = sample_order(n, LoaderConfig(data, "train", BATCH, torch.device("cpu")), 0)
+    # torch: the first sample of epoch 0's third batch; dali (which shuffles in its buffer): every sample of one tar
+    indices = [int(order[2 * BATCH])] if kind == "torch" else list(range(8))
+    bad, tar, key = corrupt(data, tmp_path / "bad", indices)
+    run = tmp_path / "run"
+    result = cli(bad, "--loader", kind, "--epochs", "1", "--run-dir", str(run))
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert f"alexnet-tools verify --data {bad}" in line
+    if kind == "torch":
+        assert line.startswith(f"Error: {tar}: sample {key} cannot be decoded")
+        assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 2
+    else:
+        assert line.startswith(f"Error: {bad / 'train'}: a sample of the 3 train shards cannot be decoded")
+        assert (run / "last.pt").is_file()
