@@ -17,7 +17,7 @@ import torch
 from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_batch, verdict
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.bench.timing import best_of
-from alexnet.tools.options import check_device, class_count, default_device, parse_loader_list
+from alexnet.tools.options import check_device, class_count, default_device, normalize_option, parse_loader_list
 from alexnet.tools.train import build_model
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
@@ -41,9 +41,10 @@ def measure_loader(
     steps: int,
     warmup: int,
     workers: int | None,
+    normalize: str = "mean",
 ) -> Rate:
     """The loop on `kind`'s training batches (epoch after epoch when the split is short)."""
-    loader = make_loader(kind, data, "train", batch_size, device, workers=workers)
+    loader = make_loader(kind, data, "train", batch_size, device, workers=workers, normalize=normalize)
     try:
         if len(loader) == 0:
             raise click.ClickException(
@@ -123,6 +124,7 @@ def format_table(doc: dict[str, Any]) -> str:
     type=click.IntRange(1),
     help="Run every row this many times, interleaved; keep each row's fastest.",
 )
+@normalize_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 def train_bench(
     data: Path,
@@ -133,6 +135,7 @@ def train_bench(
     batch_size: int | None,
     workers: int | None,
     rounds: int,
+    normalize: str,
     json_path: Path | None,
 ) -> None:
     """Training images/s with each loader against the trainer's ceiling (one batch resident on the device)."""
@@ -144,7 +147,9 @@ def train_bench(
         CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, steps, warmup)
     }
     for kind in kinds:
-        runs[kind] = lambda kind=kind: measure_loader(kind, data, num_classes, dev, batch_size, steps, warmup, workers)
+        runs[kind] = lambda kind=kind: measure_loader(
+            kind, data, num_classes, dev, batch_size, steps, warmup, workers, normalize
+        )
     try:
         rates = best_of(runs, rounds)
     except (FileNotFoundError, ValueError) as e:

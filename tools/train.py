@@ -23,7 +23,7 @@ from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
 from alexnet.model.train import TrainConfig, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
-from alexnet.tools.options import check_device, class_count, default_device
+from alexnet.tools.options import check_device, class_count, default_device, normalize_option
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
@@ -42,6 +42,16 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
     if recorded != asked:
         click.echo(f"--parallel {recorded}: the layout {run_dir} was trained with (its config.json)", err=True)
     return recorded
+
+
+def check_recorded_normalize(run_dir: Path, asked: str) -> None:
+    """Refuse to continue a run with another --normalize than the one its config.json records."""
+    config = run_dir / "config.json"
+    recorded = json.loads(config.read_text()).get("normalize") if config.is_file() else None
+    if recorded is not None and recorded != asked:
+        raise click.ClickException(
+            f"--normalize {asked}: {run_dir} was trained with --normalize {recorded}; pass that to continue it"
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -81,6 +91,7 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
     default="paper",
     help="kaiming learns from the first steps (not the paper's).",
 )
+@normalize_option
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
@@ -111,6 +122,7 @@ def main(
     patience: int,
     max_steps: int | None,
     init: str,
+    normalize: str,
     workers: int | None,
     seed: int,
     run_dir: Path | None,
@@ -137,6 +149,8 @@ def main(
         )
     num_classes = class_count(data)
     parallel = recorded_parallel(run_dir, parallel) if resume else parallel
+    if resume:
+        check_recorded_normalize(run_dir, normalize)
     placement = distributed.setup_from_env(device)
     model = build_model(num_classes, init, parallel, placement.device)
 
@@ -151,6 +165,8 @@ def main(
             rank=placement.rank,
             world_size=placement.world_size,
             workers=workers,
+            normalize=normalize,
+            channels_last=placement.device.type == "cuda" and TrainConfig.channels_last,  # the trainer's NHWC
             **kw,
         )
 
@@ -196,7 +212,14 @@ def main(
             compile=compile_model,
             seed=seed,
         )
-        info = {"data": str(data), "loader": loader_kind, "batch_size": batch_size, "parallel": parallel, "init": init}
+        info = {
+            "data": str(data),
+            "loader": loader_kind,
+            "batch_size": batch_size,
+            "parallel": parallel,
+            "init": init,
+            "normalize": normalize,
+        }
         loaders.append(loader("train", epochs=epochs))
         state = train(
             model, loaders[1], loaders[0], cfg, run_dir, placement=placement, info=info, resume=resume is not None
