@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
+from alexnet.model.paper import BIAS_ONE_LAYERS
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.paper import NORMALIZE_MODES
 from alexnet.tools.options import class_count
@@ -79,6 +80,11 @@ def format_rows(rows: list[dict], loss: float) -> str:
 @click.option("--lr", default=0.01, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--eval", "eval_mode", is_flag=True, help="Run the network in eval mode (no dropout masks).")
+@click.option(
+    "--one-bias",
+    type=float,
+    help="A what-if: set the biases §5 sets to 1 (conv2, conv4, conv5, fc6, fc7) to this instead.",
+)
 def main(
     data: Path,
     normalize: str,
@@ -88,12 +94,17 @@ def main(
     lr: float,
     seed: int,
     eval_mode: bool,
+    one_bias: float | None,
 ) -> None:
     """Print the per-layer scales of the network at init (or at a checkpoint) on one training batch."""
     torch.manual_seed(seed)
     model = AlexNet(num_classes=class_count(data), init=init)
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    if one_bias is not None:
+        with torch.no_grad():
+            for name in BIAS_ONE_LAYERS:
+                getattr(model, name).bias.fill_(one_bias)
     loader = make_loader("torch", data, "train", batch_size, seed=seed, workers=0, normalize=normalize)
     try:
         images, labels = next(iter(loader))
@@ -101,7 +112,9 @@ def main(
         loader.close()
     rows, loss = scales(model.train(not eval_mode), images, labels, lr)
     mode = "eval mode" if eval_mode else "training mode"
-    click.echo(f"init {init}, normalize {normalize}, {checkpoint or 'at initialisation'}, batch {batch_size}, {mode}")
+    bias = "" if one_bias is None else f", biases of 1 set to {one_bias}"
+    where = checkpoint or "at initialisation"
+    click.echo(f"init {init}{bias}, normalize {normalize}, {where}, batch {batch_size}, {mode}")
     click.echo(format_rows(rows, loss))
 
 

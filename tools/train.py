@@ -89,7 +89,7 @@ def check_recorded_normalize(run_dir: Path, asked: str) -> None:
     "--init",
     type=click.Choice(INIT_SCHEMES),
     default="paper",
-    help="kaiming learns from the first steps (not the paper's).",
+    help="kaiming (He init, inverted dropout; not the paper's) learns from the first steps, with --normalize std.",
 )
 @normalize_option
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
