@@ -14,6 +14,15 @@ read both columns. towers.py splits this same module across two devices.
     fc6     9216 → 4096, ReLU, dropout
     fc7     4096 → 4096, ReLU, dropout
     fc8     4096 → classes (logits; softmax is in the loss)
+
+Dropout comes in two forms (`DROPOUT_FORMS`). "paper" is §4.2's: in training a dropped unit
+outputs zero and a kept one passes unscaled; at test time every output is multiplied by 0.5.
+"inverted" is torch's `nn.Dropout`: kept units are scaled by 2 in training, nothing at test time.
+The two give the same function when the next layer's weights are halved, but not the same
+training: under §5's init the inverted form doubles fc7's and fc8's effective initial weights and
+quadruples their effective learning rate. `init="paper"` uses the paper's form, `init="kaiming"`
+the inverted one (He init is derived for a layer whose input keeps its scale, which inverted
+dropout preserves in training); `dropout_form=` overrides either.
 """
 
 import torch
@@ -38,15 +47,58 @@ from alexnet.model.paper import (
 )
 
 POOL5_SIDE = 6  # spatial side after pool5 for a 224 input: 224 → 55 → 27 → 13 → 6
+DROPOUT_FORMS = ("paper", "inverted")
+
+
+class PaperDropout(nn.Module):
+    """§4.2 dropout: in training each unit is zeroed with probability p and kept ones are not
+    scaled; in eval mode the outputs are multiplied by 1 − p (0.5 for the paper's p)."""
+
+    def __init__(self, p: float = DROPOUT) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability {p}: choose 0 <= p < 1")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0:
+            return x
+        if not self.training:
+            return x * (1.0 - self.p)
+        return x * torch.empty_like(x).bernoulli_(1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def make_dropout(p: float, form: str) -> nn.Module:
+    """The dropout module of `form` ("paper": `PaperDropout`; "inverted": torch's `nn.Dropout`)."""
+    if form not in DROPOUT_FORMS:
+        raise ValueError(f"unknown dropout form {form!r}; choose one of {', '.join(DROPOUT_FORMS)}")
+    return PaperDropout(p) if form == "paper" else nn.Dropout(p)
+
+
+def dropout_form_of(module: nn.Module) -> str:
+    """Which form a dropout module is (the inverse of `make_dropout`)."""
+    return "paper" if isinstance(module, PaperDropout) else "inverted"
+
+
+def default_dropout_form(init: str) -> str:
+    """The dropout that goes with an init scheme: the paper's with "paper", inverted with "kaiming"."""
+    return "paper" if init == "paper" else "inverted"
 
 
 class ResponseNorm(nn.Module):
     """§3.3 local response normalisation across channels, within each of `columns` channel groups.
 
-    The paper divides by (k + α Σ a_j²)^β over n neighbouring channels. torch.nn.LocalResponseNorm
-    computes (k + alpha/n · Σ a_j²)^β, i.e. it averages the squares, so it is given alpha = α·n
-    (5e-4) to get the paper's plain sum. Its window is channels i-2..i+2 clipped at the ends, as in
-    the paper. With columns=2 each column's channels are normalised on their own, as each GPU did.
+    The paper's formula divides by (k + α Σ a_j²)^β over n neighbouring channels with α = 1e-4 on
+    the plain sum. torch.nn.LocalResponseNorm computes (k + alpha/n · Σ a_j²)^β, i.e. it averages
+    the squares, so it is given alpha = n·α (5e-4) to get the printed formula. (cuda-convnet's
+    layer parser divides the configured scale by the window size too, so if Krizhevsky's layer
+    files gave scale=0.0001 as in the paper, his code's effective α on the sum was 2e-5, five times
+    smaller than printed; this module follows the paper.) Its window is channels i-2..i+2 clipped
+    at the ends, as in the paper. With columns=2 each column's channels are normalised on their
+    own, as each GPU did.
     """
 
     def __init__(self, columns: int = COLUMNS) -> None:
@@ -68,13 +120,21 @@ def max_pool() -> nn.MaxPool2d:
 class AlexNet(nn.Module):
     """The paper's network on one device: 60,965,224 parameters with 1000 classes.
 
-    `dropout` is the drop probability on fc6's and fc7's outputs (0 turns it off, for tests).
+    `dropout` is the drop probability on fc6's and fc7's outputs (0 turns it off, for tests);
+    `dropout_form` is "paper" or "inverted" (default: the one that goes with `init`, see above).
     Inputs are [B, 3, 224, 224] of any float dtype (cast to the weights' dtype unless autocast is on)
     in either memory format; call `.to(memory_format=torch.channels_last)` for the NHWC kernels.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, init: str = "paper") -> None:
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        dropout: float = DROPOUT,
+        init: str = "paper",
+        dropout_form: str | None = None,
+    ) -> None:
         super().__init__()
+        form = dropout_form or default_dropout_form(init)
         c1, c2, c3, c4, c5 = KERNELS
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
         self.norm1 = ResponseNorm()
@@ -89,9 +149,9 @@ class AlexNet(nn.Module):
         self.fc6 = nn.Linear(c5 * POOL5_SIDE * POOL5_SIDE, FC_WIDTH)
         # §4.2 zeroes "the output of each hidden neuron" of fc6 and fc7, so dropout follows their
         # ReLUs (as in Caffe's reference net); torchvision instead drops fc6's and fc7's inputs.
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = make_dropout(dropout, form)
         self.fc7 = nn.Linear(FC_WIDTH, FC_WIDTH)
-        self.drop7 = nn.Dropout(dropout)
+        self.drop7 = make_dropout(dropout, form)
         self.fc8 = nn.Linear(FC_WIDTH, num_classes)
         init_weights(self, init)
 
@@ -116,8 +176,7 @@ def init_weights(model: nn.Module, scheme: str = "paper") -> None:
     """Initialise every conv and linear layer; layers are matched by name, so towers' columns too.
 
     "paper" (§5): every weight ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
-    On inputs normalised to unit std (DESIGN.md) the signal then shrinks layer by layer and the
-    loss takes many thousands of steps to start falling, as it famously did for the paper.
+    What it needs to start learning is measured in docs/recipe.md.
     "kaiming": He-normal weights and zero biases, not the paper's; it learns from the first steps,
     which short runs (the demo, CPU smoke tests) need.
     """

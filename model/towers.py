@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.model.alexnet import POOL5_SIDE, AlexNet, ResponseNorm, max_pool
+from alexnet.model.alexnet import POOL5_SIDE, AlexNet, ResponseNorm, dropout_form_of, make_dropout, max_pool
 from alexnet.model.paper import COLUMNS, DROPOUT, FC_WIDTH, KERNELS, NUM_CLASSES
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
@@ -25,9 +25,14 @@ def column_sizes(n: int) -> list[int]:
 
 
 class Column(nn.Module):
-    """One GPU's half of every layer; `column` picks which half of an odd class count it holds."""
+    """One GPU's half of every layer; `column` picks which half of an odd class count it holds.
 
-    def __init__(self, column: int, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> None:
+    Its dropout is AlexNet's own module (`make_dropout`), in the same form as the whole network's.
+    """
+
+    def __init__(
+        self, column: int, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, dropout_form: str = "paper"
+    ) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (k // COLUMNS for k in KERNELS)
         fc = FC_WIDTH // COLUMNS
@@ -42,9 +47,9 @@ class Column(nn.Module):
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1)
         self.pool5 = max_pool()
         self.fc6 = nn.Linear(COLUMNS * c5 * POOL5_SIDE * POOL5_SIDE, fc)
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = make_dropout(dropout, dropout_form)
         self.fc7 = nn.Linear(COLUMNS * fc, fc)
-        self.drop7 = nn.Dropout(dropout)
+        self.drop7 = make_dropout(dropout, dropout_form)
         self.fc8 = nn.Linear(COLUMNS * fc, column_sizes(num_classes)[column])
 
     def lower(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,11 +83,14 @@ class Towers(nn.Module):
         devices: tuple[torch.device | str, torch.device | str],
         num_classes: int = NUM_CLASSES,
         dropout: float = DROPOUT,
+        dropout_form: str = "paper",
     ) -> None:
         super().__init__()
         self.devices = tuple(torch.device(d) for d in devices)
         self.num_classes = num_classes
-        self.columns = nn.ModuleList(Column(c, num_classes, dropout).to(d) for c, d in enumerate(self.devices))
+        self.columns = nn.ModuleList(
+            Column(c, num_classes, dropout, dropout_form).to(d) for c, d in enumerate(self.devices)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cols, devs = list(self.columns), self.devices
@@ -97,7 +105,8 @@ class Towers(nn.Module):
 
     def to_alexnet(self) -> AlexNet:
         """The same weights as one single-device AlexNet on devices[0] (e.g. to save or evaluate)."""
-        model = AlexNet(self.num_classes, dropout=self.columns[0].drop6.p).to(self.devices[0])
+        drop = self.columns[0].drop6
+        model = AlexNet(self.num_classes, dropout=drop.p, dropout_form=dropout_form_of(drop)).to(self.devices[0])
         with torch.no_grad():
             for name in LAYERS:
                 whole = getattr(model, name)
@@ -114,7 +123,9 @@ def towers_from_alexnet(model: AlexNet, devices: tuple[torch.device | str, torch
     group already hold only that column's inputs; for conv3 and the fc layers each half keeps every
     input, which is what reading both columns means.
     """
-    towers = Towers(devices, num_classes=model.fc8.out_features, dropout=model.drop6.p)
+    towers = Towers(
+        devices, num_classes=model.fc8.out_features, dropout=model.drop6.p, dropout_form=dropout_form_of(model.drop6)
+    )
     with torch.no_grad():
         for name in LAYERS:
             whole = getattr(model, name)

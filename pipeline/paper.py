@@ -9,7 +9,9 @@ which must not import this package.
 STORED_SIZE = 256
 
 # §4.1: "extracting random 224 × 224 patches (and their horizontal reflections) from the 256×256
-# images". Offsets are uniform over 0..STORED_SIZE - CROP_SIZE (= 32) in each axis.
+# images". Offsets are uniform over 0..STORED_SIZE - CROP_SIZE (= 32) in each axis, as Krizhevsky's
+# code draws them (`randint(0, 2·border + 1)` with border 16): 33 × 33 offsets × 2 flips = 2,178
+# patches per image, where the paper's text says 2,048 (= 32 × 32 × 2).
 CROP_SIZE = 224
 MAX_CROP_OFFSET = STORED_SIZE - CROP_SIZE
 
@@ -23,6 +25,11 @@ PCA_ALPHA_STD = 0.1
 # §4.1: at test time, "extracting five 224 × 224 patches (the four corner patches and the center
 # patch) as well as their horizontal reflections (hence ten patches in all)", softmax averaged.
 TEN_CROPS = 10
+
+# §2: "We did not pre-process the images in any other way, except for subtracting the mean activity
+# over the training set from each pixel": on raw 0–255 values, no division. "mean" is that (the
+# default); "std" also divides by the per-channel std (unit-std inputs, about 57× smaller).
+NORMALIZE_MODES = ("mean", "std")
 
 # ILSVRC-2012 has 1000 classes (§2); the synthetic default tree has fewer.
 IMAGENET_CLASSES = 1000

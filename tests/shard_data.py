@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alexnet.pipeline.augment import normalise_constants
 from alexnet.pipeline.offline.image import encode_jpeg
 from alexnet.pipeline.offline.pca import compute_pca
 from alexnet.pipeline.offline.prepare import Settings, prepare
@@ -121,10 +122,14 @@ def labels_of(batches) -> list[int]:
 
 
 def assert_levels_close(
-    actual: torch.Tensor, expected: torch.Tensor, what: str, tolerance: tuple[float, float]
+    actual: torch.Tensor, expected: torch.Tensor, what: str, tolerance: tuple[float, float], normalize: str = "mean"
 ) -> None:
-    """Normalised images equal up to (max, mean) pixel levels, scaled back through the normalisation."""
+    """Normalised images equal up to (max, mean) pixel levels, scaled back through the normalisation.
+
+    Under "mean" the values are in levels already; under "std" they are levels / (255·std).
+    """
     largest, average = tolerance
-    levels = (actual - expected).abs() * 255 * torch.tensor(PCA.std, device=actual.device).view(3, 1, 1)
+    divisor = torch.tensor(normalise_constants(PCA, normalize)[1], device=actual.device).view(3, 1, 1)
+    levels = (actual - expected).abs() * divisor
     assert levels.max() <= largest, f"{what}: max {levels.max():.3f} levels"
     assert levels.mean() <= average, f"{what}: mean {levels.mean():.3f} levels"

@@ -8,7 +8,7 @@ import click
 from alexnet.pipeline.bench.loaders import WARMUP_BATCHES, format_table, plot, run_bench
 from alexnet.tools.bench_offline import offline
 from alexnet.tools.bench_train import train_bench
-from alexnet.tools.options import check_device, parse_loader_list
+from alexnet.tools.options import check_device, normalize_option, parse_loader_list
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +57,7 @@ def main() -> None:
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG bar chart.")
+@normalize_option
 def loaders(
     data: Path,
     kinds: list[str],
@@ -68,11 +69,12 @@ def loaders(
     rounds: int,
     json_path: Path | None,
     plot_path: Path | None,
+    normalize: str,
 ) -> None:
     """Training batches per second of each loader on the same shards, against plain JPEG decoding."""
     check_device(device)
     try:
-        result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds)
+        result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds, normalize)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(format_table(result))

@@ -18,7 +18,7 @@ from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_ba
 from alexnet.model.train import TrainConfig
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.bench.timing import best_of
-from alexnet.tools.options import check_device, class_count, default_device, parse_loader_list
+from alexnet.tools.options import check_device, class_count, default_device, normalize_option, parse_loader_list
 from alexnet.tools.train import build_model
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
@@ -45,9 +45,10 @@ def measure_loader(
     warmup: int,
     workers: int | None,
     cfg: TrainConfig | None = None,
+    normalize: str = "mean",
 ) -> Rate:
     """The loop on `kind`'s training batches (epoch after epoch when the split is short)."""
-    loader = make_loader(kind, data, "train", batch_size, device, workers=workers)
+    loader = make_loader(kind, data, "train", batch_size, device, workers=workers, normalize=normalize)
     try:
         if len(loader) == 0:
             raise click.ClickException(
@@ -139,6 +140,7 @@ def format_table(doc: dict[str, Any]) -> str:
 @click.option(
     "--compile", "compile_model", is_flag=True, help="torch.compile the network (as alexnet-train --compile)."
 )
+@normalize_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 def train_bench(
     data: Path,
@@ -150,6 +152,7 @@ def train_bench(
     workers: int | None,
     rounds: int,
     compile_model: bool,
+    normalize: str,
     json_path: Path | None,
 ) -> None:
     """Training images/s with each loader against the trainer's ceiling (one batch resident on the device)."""
@@ -163,7 +166,7 @@ def train_bench(
     }
     for kind in kinds:
         runs[kind] = lambda kind=kind: measure_loader(
-            kind, data, num_classes, dev, batch_size, steps, warmup, workers, cfg
+            kind, data, num_classes, dev, batch_size, steps, warmup, workers, cfg, normalize
         )
     try:
         rates = best_of(runs, rounds)

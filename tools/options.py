@@ -8,6 +8,7 @@ import click
 import torch
 
 from alexnet.pipeline import LOADER_KINDS
+from alexnet.pipeline.paper import NORMALIZE_MODES
 from alexnet.pipeline.store.manifest import read_manifest
 
 
@@ -37,3 +38,12 @@ def class_count(data: Path) -> int:
         return len(read_manifest(data)["classes"])
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
+
+
+normalize_option = click.option(
+    "--normalize",
+    type=click.Choice(NORMALIZE_MODES),
+    default="mean",
+    show_default=True,
+    help="mean: subtract the training set's per-channel mean on the 0–255 scale (§2); std: also divide by the std.",
+)

@@ -28,7 +28,7 @@ from alexnet.model.train import TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
 from alexnet.pipeline.loaders.contract import CorruptSample
 from alexnet.pipeline.store.manifest import read_manifest
-from alexnet.tools.options import check_device, class_count, default_device
+from alexnet.tools.options import check_device, class_count, default_device, normalize_option
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
@@ -83,6 +83,16 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
     return recorded
 
 
+def check_recorded_normalize(run_dir: Path, asked: str) -> None:
+    """Refuse to continue a run with another --normalize than the one its config.json records."""
+    config = run_dir / "config.json"
+    recorded = json.loads(config.read_text()).get("normalize") if config.is_file() else None
+    if recorded is not None and recorded != asked:
+        raise click.ClickException(
+            f"--normalize {asked}: {run_dir} was trained with --normalize {recorded}; pass that to continue it"
+        )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option(
     "--data",
@@ -118,8 +128,9 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
     "--init",
     type=click.Choice(INIT_SCHEMES),
     default="paper",
-    help="kaiming learns from the first steps (not the paper's).",
+    help="kaiming (He init, inverted dropout; not the paper's) learns from the first steps, with --normalize std.",
 )
+@normalize_option
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
@@ -165,6 +176,7 @@ def main(
     patience: int,
     max_steps: int | None,
     init: str,
+    normalize: str,
     workers: int | None,
     seed: int,
     run_dir: Path | None,
@@ -204,6 +216,8 @@ def main(
             + ("" if eval_only else "; train with --lr-schedule step (and --lr-steps)")
         )
     parallel = recorded_parallel(run_dir, parallel) if resume else parallel
+    if resume:
+        check_recorded_normalize(run_dir, normalize)
     try:
         placement = distributed.setup_from_env(device, devices_per_rank=2 if parallel == "towers" else 1)
     except ValueError as e:
@@ -222,6 +236,8 @@ def main(
             rank=placement.rank,
             world_size=placement.world_size,
             workers=workers,
+            normalize=normalize,
+            channels_last=placement.device.type == "cuda" and TrainConfig.channels_last,  # the trainer's NHWC
             **kw,
         )
 
@@ -279,6 +295,7 @@ def main(
             "batch_size": batch_size,
             "parallel": parallel,
             "init": init,
+            "normalize": normalize,
         }
         try:
             train_loader = loader("train", epochs=epochs)

@@ -178,6 +178,7 @@ def run_bench(
     warmup: int = WARMUP_BATCHES,
     workers: int | None = None,
     rounds: int = 1,
+    normalize: str = "mean",
 ) -> BenchResult:
     """The decode ceilings, then each loader, on the same shards with the same settings.
 
@@ -191,7 +192,9 @@ def run_bench(
     if dev.type == "cpu":
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
-        runs[kind] = lambda kind=kind: measure_loader(kind, data, dev, batch_size, batches, warmup, workers)
+        runs[kind] = lambda kind=kind: measure_loader(
+            kind, data, dev, batch_size, batches, warmup, workers, normalize=normalize
+        )
     best = best_of(runs, rounds)
     pillow, dali = best.pop("pillow"), best.pop("dali-decoder", None)
     return BenchResult(device, batch_size, batches, rounds, workers or os.cpu_count() or 1, pillow, dali, best)

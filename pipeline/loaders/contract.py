@@ -1,9 +1,18 @@
 """One entry point for every loader, and the contract they share (docs/design.md, batch contract).
 
 `make_loader(kind, data, split, ...)` returns a `Loader`: iterate it for `(images, labels)`
-(images float32 `[B, 3, 224, 224]`, or `[B, 10, 3, 224, 224]` with ten crops, on the requested
-device; labels int64 `[B]`), `len()` is its number of batches this epoch, `set_epoch(e)` picks
-the epoch, and `state_dict()` / `load_state_dict()` resume in the middle of one.
+(images float32 or float16 `[B, 3, 224, 224]`, or `[B, 10, 3, 224, 224]` with ten crops, on the
+requested device; labels int64 `[B]`), `len()` is its number of batches this epoch, `set_epoch(e)`
+picks the epoch, and `state_dict()` / `load_state_dict()` resume in the middle of one.
+
+- **Values.** `normalize="mean"` (the default, §2): pixel − the training set's per-channel mean,
+  on the 0–255 scale; `"std"`: that divided by the per-channel std. The reference is
+  `alexnet.pipeline.augment` with the same mode.
+- **Memory format.** By default images are contiguous (NCHW). With `channels_last=True` a
+  `[B, 3, 224, 224]` batch is in torch's `channels_last` format (strides of NHWC) and a ten-crop
+  `[B, 10, 3, 224, 224]` one has the channels innermost the same way: every loader produces NHWC
+  and hands over the channels-first view, never copying into the format afterwards. The values
+  are the same in either format.
 
 What every loader promises, and the helpers here that make it the same for all of them:
 
@@ -41,6 +50,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from alexnet.pipeline.augment import Normalize, check_normalize
+
 LoaderKind = Literal["dali", "torch", "ffcv", "ffcv-raw"]
 LastBatch = Literal["drop", "partial"]
 LOADER_KINDS: tuple[str, ...] = ("dali", "torch", "ffcv", "ffcv-raw")  # ffcv-raw: the beton of decoded pixels
@@ -67,6 +78,8 @@ class LoaderConfig:
     workers: int = 1
     with_draws: bool = False
     epochs: int | None = None  # the run's last epoch is epochs - 1: nothing is prepared past it (None: no end)
+    normalize: Normalize = "mean"  # §2's mean subtraction on the 0–255 scale, or "std" (unit std too)
+    channels_last: bool = False  # images in channels_last memory format (the NHWC the loader made)
 
 
 class CorruptSample(RuntimeError):
@@ -120,6 +133,8 @@ def make_loader(
     workers: int | None = None,
     with_draws: bool = False,
     epochs: int | None = None,
+    normalize: Normalize = "mean",
+    channels_last: bool = False,
     **options: Any,
 ) -> Loader:
     """Build a `kind` loader over `data/split`; defaults follow the split.
@@ -128,6 +143,7 @@ def make_loader(
     `"partial"` otherwise; `workers` (DALI threads, DataLoader processes; 0 loads in the main
     process) defaults to every core.
     `epochs`, when given, is the run's length: a loader prepares no epoch past the last.
+    `normalize` and `channels_last`: the values and memory format (module docstring).
     `options` go to the loader class (e.g. DALI's `prefetch_queue_depth`).
     """
     train = split == "train" if train is None else train
@@ -139,6 +155,7 @@ def make_loader(
         raise ValueError(f"last_batch {last_batch!r}: choose drop or partial")
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype {dtype}: choose one of {', '.join(map(str, OUTPUT_DTYPES))}")
+    check_normalize(normalize)
     config = LoaderConfig(
         data=Path(data),
         split=split,
@@ -155,6 +172,8 @@ def make_loader(
         workers=(os.cpu_count() or 1) if workers is None else workers,
         with_draws=with_draws,
         epochs=epochs,
+        normalize=normalize,
+        channels_last=channels_last,
     )
     if kind == "dali":
         from alexnet.pipeline.loaders.dali_loader import DaliLoader
@@ -297,7 +316,10 @@ def check_state(state: dict[str, Any], kind: str, config: LoaderConfig) -> None:
 
 
 def config_fingerprint(config: LoaderConfig) -> dict[str, Any]:
-    """The knobs that decide which batches come out (the epoch and position travel separately)."""
+    """The knobs that decide which batches come out (the epoch and position travel separately).
+
+    The memory format is not one of them: it changes strides, not values.
+    """
     c = config
     return {
         "split": c.split,
@@ -308,4 +330,5 @@ def config_fingerprint(config: LoaderConfig) -> dict[str, Any]:
         "last_batch": c.last_batch,
         "train": c.train,
         "ten_crop": c.ten_crop,
+        "normalize": c.normalize,
     }

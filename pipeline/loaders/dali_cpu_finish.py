@@ -9,7 +9,11 @@ rows (reversed when mirrored), which LLVM vectorises. It runs inside the graph a
 
 Each sample's mean comes from the graph with the lighting shift δ already folded in (mean − δ,
 the same node the GPU graph gives `crop_mirror_normalize`), so output = (pixel − mean) · (1/std),
-the reference's value to float rounding.
+the reference's value to float rounding (std is 1 under the default "mean" normalisation).
+
+Two layouts: `finish_sample` writes CHW (the default), `finish_sample_hwc` HWC for a loader asked
+for channels_last, whose batch torch then views as channels-first `channels_last` without a copy.
+The HWC kernel is the same arithmetic written back in the input's own interleaved order.
 """
 
 from __future__ import annotations
@@ -53,6 +57,32 @@ def finish_sample(out: np.ndarray, image: np.ndarray, mean: np.ndarray, scale: n
                 b[x] = (row[3 * x + 2] - m2) * s2
 
 
+def finish_sample_hwc(
+    out: np.ndarray, image: np.ndarray, mean: np.ndarray, scale: np.ndarray, flip: np.ndarray
+) -> None:
+    """out[y, x, c] = (image[y, x′, c] − mean[c]) · scale[c], x′ = x or its mirror: H×W×3 float32 from H×W×3 uint8."""
+    height, width = image.shape[0], image.shape[1]
+    rows = image.reshape(height, 3 * width)
+    outs = out.reshape(height, 3 * width)
+    m0, m1, m2 = mean[0], mean[1], mean[2]
+    s0, s1, s2 = scale[0], scale[1], scale[2]
+    mirrored = flip[0] != 0
+    for y in range(height):
+        pixels, o = rows[y], outs[y]
+        for x in range(width):
+            k = 3 * (width - 1 - x) if mirrored else 3 * x
+            o[3 * x] = (np.float32(pixels[k]) - m0) * s0
+            o[3 * x + 1] = (np.float32(pixels[k + 1]) - m1) * s1
+            o[3 * x + 2] = (np.float32(pixels[k + 2]) - m2) * s2
+
+
+def same_shape(outs: Any, ins: Any) -> None:
+    """numba_function's setup for the HWC kernel: every output sample has its input's H×W×3 shape."""
+    for i in range(len(outs[0])):
+        for d in range(3):
+            outs[0][i][d] = ins[0][i][d]
+
+
 def channels_first_shape(outs: Any, ins: Any) -> None:
     """numba_function's setup: every output sample is 3×H×W for an H×W×3 input sample."""
     for i in range(len(outs[0])):
@@ -62,11 +92,11 @@ def channels_first_shape(outs: Any, ins: Any) -> None:
 
 
 @functools.cache
-def _operator() -> NumbaFunction:
-    """One compiled operator per process: numba compiles it in about 2 s, and pipelines are rebuilt every epoch."""
+def _operator(channels_last: bool) -> NumbaFunction:
+    """One compiled operator per layout and process: numba compiles it in about 2 s, and pipelines are rebuilt every epoch."""
     return NumbaFunction(
-        run_fn=finish_sample,
-        setup_fn=channels_first_shape,
+        run_fn=finish_sample_hwc if channels_last else finish_sample,
+        setup_fn=same_shape if channels_last else channels_first_shape,
         out_types=[types.FLOAT],
         in_types=[types.UINT8, types.FLOAT, types.FLOAT, types.INT32],
         outs_ndim=[3],
@@ -75,14 +105,14 @@ def _operator() -> NumbaFunction:
     )
 
 
-def finish_on_cpu(images: Any, mean: Any, std: list[float], flip: Any = None) -> Any:
-    """Mirror + normalise + CHW float32 of uint8 H×W×3 windows.
+def finish_on_cpu(images: Any, mean: Any, std: list[float], flip: Any = None, channels_last: bool = False) -> Any:
+    """Mirror + normalise + float32 of uint8 H×W×3 windows, written CHW (or HWC with `channels_last`).
 
     `mean` is a per-sample DALI node of 3 floats (the lighting folded in) or a constant list;
-    `flip` an int32 scalar node, or None for no mirroring.
+    `std` the divisor per channel; `flip` an int32 scalar node, or None for no mirroring.
     """
     if not isinstance(mean, DataNode):
         mean = fn.constant(fdata=list(mean), shape=[3])
     scale = fn.constant(fdata=[1.0 / v for v in std], shape=[3])
     flip = fn.constant(idata=[0], shape=[1]) if flip is None else fn.reshape(flip, shape=[1])
-    return _operator()(images, mean, scale, flip)
+    return _operator(channels_last)(images, mean, scale, flip)

@@ -9,6 +9,11 @@ The training graph, one small step per line (`train_graph`):
     finish    mirror + normalise + CHW + float in one fused step: fn.crop_mirror_normalize on the
               GPU; on the CPU a numba kernel inside the graph (`dali_cpu_finish`), 3× cheaper there
 
+With `channels_last` the finishing step writes HWC instead (crop_mirror_normalize's
+`output_layout="HWC"`, or the numba kernel's HWC variant) and `to_torch` hands over the
+channels-first view of it: a `channels_last`-strided [B, 3, 224, 224], no copy. The normalisation
+mode picks the constants (`normalise_constants`): the mean alone (default) or the mean and std.
+
 Epochs: the pipeline is rebuilt for every epoch, seeded by (seed, epoch, rank), over the tars in
 that epoch's order (`shard_order`: permuted by (seed, epoch), the same on every rank). DALI's
 reader cuts the concatenated samples into `num_shards` contiguous parts by `shard_id` = global
@@ -46,6 +51,7 @@ from nvidia.dali import Pipeline, fn, types
 from alexnet.pipeline.augment import (
     CENTER_OFFSET,
     TEN_CROP_OFFSETS,
+    Normalize,
     crop_position,
     lighting_matrix,
     normalise_constants,
@@ -80,6 +86,13 @@ class GraphSettings:
     pca: PcaStats
     dtype: types.DALIDataType
     hw_decoder_load: float
+    normalize: Normalize = "mean"
+    channels_last: bool = False
+
+    @property
+    def layout(self) -> str:
+        """The finishing step's output layout: HWC for channels_last, else CHW."""
+        return "HWC" if self.channels_last else "CHW"
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,7 @@ def decode_window(jpegs: Any, pos_x: Any, pos_y: Any, s: GraphSettings) -> Any:
 
 def lighting_mean(alpha: Any, pca: PcaStats) -> Any:
     """Per-sample normalisation mean 255·(mean − δ), δ = eigvec·(α ⊙ eigval): the lighting, folded in."""
-    mean, _ = normalise_constants(pca)
+    mean, _ = normalise_constants(pca)  # the mean is the same in every normalisation mode
     m = -255.0 * lighting_matrix(pca)
     return fn.reshape(fn.coord_transform(alpha, M=m.flatten().tolist(), T=mean), shape=[3])
 
@@ -160,19 +173,19 @@ def finish(images: Any, s: GraphSettings, alpha: Any = None, flip: Any = None) -
     On the GPU that is `crop_mirror_normalize`; on the CPU the numba kernel of `dali_cpu_finish`,
     three times cheaper there (its docstring has the figures).
     """
-    default_mean, std = normalise_constants(s.pca)
+    default_mean, std = normalise_constants(s.pca, s.normalize)
     mean = default_mean if alpha is None else lighting_mean(alpha, s.pca)
     if s.gpu:
         return fn.crop_mirror_normalize(
-            images, mirror=0 if flip is None else flip, mean=mean, std=std, output_layout="CHW", dtype=s.dtype
+            images, mirror=0 if flip is None else flip, mean=mean, std=std, output_layout=s.layout, dtype=s.dtype
         )
-    images = finish_on_cpu(images, mean, std, flip)
+    images = finish_on_cpu(images, mean, std, flip, s.channels_last)
     return images if s.dtype == types.FLOAT else fn.cast(images, dtype=s.dtype)
 
 
 def crop_finish(images: Any, s: GraphSettings, dx: int, dy: int, flip: bool) -> Any:
     """One fixed crop of a whole decoded image, mirrored or not, normalised: `crop_mirror_normalize` on either device."""
-    mean, std = normalise_constants(s.pca)
+    mean, std = normalise_constants(s.pca, s.normalize)
     return fn.crop_mirror_normalize(
         images,
         crop=(CROP_SIZE, CROP_SIZE),
@@ -181,7 +194,7 @@ def crop_finish(images: Any, s: GraphSettings, dx: int, dy: int, flip: bool) -> 
         mirror=int(flip),
         mean=mean,
         std=std,
-        output_layout="CHW",
+        output_layout=s.layout,
         dtype=s.dtype,
     )
 
@@ -200,7 +213,7 @@ def center_graph(jpegs: Any, s: GraphSettings) -> Any:
 
 
 def ten_crop_graph(jpegs: Any, s: GraphSettings) -> Any:
-    """Decode once, then the ten crops (`TEN_CROP_OFFSETS` order) stacked: 10×3×224×224."""
+    """Decode once, then the ten crops (`TEN_CROP_OFFSETS` order) stacked: 10×3×224×224 (10×224×224×3 for HWC)."""
     images = fn.decoders.image(jpegs, output_type=types.RGB, **decoder_options(s))
     return fn.stack(*(crop_finish(images, s, dx, dy, flip) for dx, dy, flip in TEN_CROP_OFFSETS), axis=0)
 
@@ -214,15 +227,18 @@ def decode_labels(padded: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(values)
 
 
-def to_torch(batch: Any, device: torch.device) -> torch.Tensor:
+def to_torch(batch: Any, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """A dense DALI batch as a torch tensor on `device`, without a copy.
 
     With the dynamic executor the output buffer belongs to the returned object, so DLPack hands
     it over (on a GPU, ordered after DALI's stream on torch's current one), as DALI's own
-    iterator does; a copy here cost as much as the augmentation on the CPU.
+    iterator does; a copy here cost as much as the augmentation on the CPU. With `channels_last`
+    the batch is HWC (…×H×W×3) and the result is its channels-first view (…×3×H×W, channels
+    innermost in memory: torch's `channels_last` for a 4-D batch).
     """
     with device:
-        return torch.from_dlpack(batch.as_tensor())
+        images = torch.from_dlpack(batch.as_tensor())
+    return images.movedim(-1, -3) if channels_last else images
 
 
 def cuda_index(device: torch.device) -> int:
@@ -250,7 +266,9 @@ class DaliLoader(SeededEpochs):
         self.prefetch_queue_depth = prefetch_queue_depth
         gpu = config.device.type == "cuda"
         dtype = {torch.float32: types.FLOAT, torch.float16: types.FLOAT16}[config.dtype]
-        self.settings = GraphSettings(gpu, load_stats(config.data), dtype, hw_decoder_load)
+        self.settings = GraphSettings(
+            gpu, load_stats(config.data), dtype, hw_decoder_load, config.normalize, config.channels_last
+        )
         self._checkpoint: bytes | str | None = None  # set by load_state_dict, consumed by __iter__
         self._pipe: Pipeline | None = None
         self._ahead: tuple[int, Pipeline] | None = None  # (next epoch, its pipeline, already started)
@@ -352,7 +370,7 @@ class DaliLoader(SeededEpochs):
     def convert(self, outputs: tuple, keep: int) -> tuple[torch.Tensor, ...]:
         """DALI outputs → (images on the device, int64 labels[, draws]), trimmed to `keep` samples."""
         device = self.config.device
-        images = to_torch(outputs[0], device)[:keep]
+        images = to_torch(outputs[0], device, self.config.channels_last)[:keep]
         labels = decode_labels(outputs[1].as_array())[:keep].to(device, non_blocking=True)
         if not self.config.with_draws:
             return images, labels

@@ -11,14 +11,22 @@ from __future__ import annotations
 import torch
 
 from alexnet.pipeline.augment import lighting_matrix, normalise_constants, normalise_with
+from alexnet.pipeline.loaders.contract import LoaderConfig
 from alexnet.pipeline.store.pca_file import PcaStats
 
 
 class DeviceStep:
-    """`step(images, alpha)`: uint8 …×H×W×3 windows and their α (…×3, or None for no lighting) → float …×3×H×W."""
+    """`step(images, alpha)`: uint8 …×H×W×3 windows and their α (…×3, or None for no lighting) → float …×3×H×W.
 
-    def __init__(self, pca: PcaStats, device: torch.device, dtype: torch.dtype) -> None:
-        mean, std = normalise_constants(pca)
+    The loader's `normalize` mode picks the constants; with `channels_last` the float result keeps
+    the windows' NHWC memory order (the channels-first view of it: torch's `channels_last`), which
+    costs nothing, since the one pass that makes floats writes that order anyway.
+    """
+
+    def __init__(self, pca: PcaStats, config: LoaderConfig) -> None:
+        device, dtype = config.device, config.dtype
+        self.channels_last = config.channels_last
+        mean, std = normalise_constants(pca, config.normalize)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(std, dtype=torch.float32, device=device)
         self.lighting_t = torch.tensor(255.0 * lighting_matrix(pca).T, dtype=torch.float32, device=device)
@@ -26,4 +34,4 @@ class DeviceStep:
 
     def __call__(self, images: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
         mean = self.mean if alpha is None else self.mean - alpha.to(self.mean.device, torch.float32) @ self.lighting_t
-        return normalise_with(images, mean, self.std).to(self.dtype)
+        return normalise_with(images, mean, self.std, self.channels_last).to(self.dtype)

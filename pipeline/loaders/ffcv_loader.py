@@ -291,7 +291,7 @@ class FfcvLoader(SeededEpochs):
                 f"{self.path}: no FFCV file for {config.split}; run `{export_hint(config.data, mode)}` first"
             )
         split_shards(config.data, config.split)  # the shards it was exported from are finished and whole
-        self.step = DeviceStep(load_stats(config.data), config.device, config.dtype)
+        self.step = DeviceStep(load_stats(config.data), config)
         self.key = EpochKey()
         threads = max(1, min(config.workers, numba.config.NUMBA_NUM_THREADS))
         self.samples = beton_samples(self.path)

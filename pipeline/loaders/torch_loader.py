@@ -122,7 +122,7 @@ class TorchLoader(SeededEpochs):
 
     def __init__(self, config: LoaderConfig, prefetch_factor: int = 2) -> None:
         self.config = config
-        self.step = DeviceStep(load_stats(config.data), config.device, config.dtype)
+        self.step = DeviceStep(load_stats(config.data), config)
         self.dataset = ShardDataset(
             ShardReader.for_split(config.data, config.split), config.seed, config.train, config.ten_crop
         )

@@ -27,22 +27,49 @@ def image() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
 
-def spec_sample(img: np.ndarray, dx: int, dy: int, flip: bool, alpha: np.ndarray) -> np.ndarray:
-    """DESIGN.md's four steps, literally, in float64."""
-    x = img[dy : dy + CROP_SIZE, dx : dx + CROP_SIZE].astype(np.float64) / 255
+def spec_sample(
+    img: np.ndarray, dx: int, dy: int, flip: bool, alpha: np.ndarray, normalize: str = "mean"
+) -> np.ndarray:
+    """docs/design.md's four steps, literally, in float64: crop, flip, lighting in pixel units, normalise."""
+    x = img[dy : dy + CROP_SIZE, dx : dx + CROP_SIZE].astype(np.float64)
     if flip:
         x = x[:, ::-1]
-    x = x + EIGVEC @ (alpha * np.array(PCA.eigval))
-    x = (x - np.array(PCA.mean)) / np.array(PCA.std)
+    x = x + 255 * EIGVEC @ (alpha * np.array(PCA.eigval))  # δ = eigvec·(α ⊙ λ)·255, λ on the 0–1 scale
+    x = x - 255 * np.array(PCA.mean)  # §2: the mean on the 0–255 scale
+    if normalize == "std":
+        x = x / (255 * np.array(PCA.std))
     return x.transpose(2, 0, 1)
 
 
+@pytest.mark.parametrize("normalize", ["mean", "std"])
 @pytest.mark.parametrize("dx, dy, flip", [(0, 0, False), (32, 0, True), (0, 32, False), (7, 23, True), (16, 16, False)])
-def test_train_sample_is_the_spec(image, dx, dy, flip):
+def test_train_sample_is_the_spec(image, dx, dy, flip, normalize):
     alpha = np.array([0.15, -0.05, 0.2])
-    out = augment.train_sample(torch.from_numpy(image), dx, dy, flip, torch.tensor(alpha), PCA)
+    out = augment.train_sample(torch.from_numpy(image), dx, dy, flip, torch.tensor(alpha), PCA, normalize)
     assert out.dtype == torch.float32 and out.shape == (3, 224, 224) and out.is_contiguous()
-    np.testing.assert_allclose(out.numpy(), spec_sample(image, dx, dy, flip, alpha), atol=2e-5)
+    atol = 2e-5 if normalize == "std" else 2e-5 * 255  # float32 rounding, in the output's units
+    np.testing.assert_allclose(out.numpy(), spec_sample(image, dx, dy, flip, alpha, normalize), atol=atol)
+
+
+def test_default_is_the_papers_mean_subtraction(image):
+    """§2: raw 0–255 values minus the per-channel mean, nothing divided; the std mode is that over 255·std."""
+    t = torch.from_numpy(image)
+    mean = augment.val_sample(t, PCA)
+    np.testing.assert_allclose(
+        mean.numpy(), image[16:240, 16:240].transpose(2, 0, 1) - 255 * np.array(PCA.mean)[:, None, None], atol=1e-4
+    )
+    std = augment.val_sample(t, PCA, "std")
+    np.testing.assert_allclose(std.numpy(), mean.numpy() / (255 * np.array(PCA.std))[:, None, None], atol=1e-5)
+    with pytest.raises(ValueError, match="normalize"):
+        augment.normalise_constants(PCA, "unit")
+
+
+def test_channels_last_normalise_keeps_nhwc_and_values(image):
+    windows = torch.from_numpy(np.stack([image, image[::-1].copy()]))[:, :224, :224].contiguous()
+    mean, std = (torch.tensor(v) for v in augment.normalise_constants(PCA))
+    nhwc = augment.normalise_with(windows, mean, std, channels_last=True)
+    assert nhwc.shape == (2, 3, 224, 224) and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nhwc, augment.normalise_with(windows, mean, std))
 
 
 def test_batched_normalise_matches_per_sample(image):
@@ -66,7 +93,7 @@ def test_validation_crops(image):
         assert torch.equal(crops[5 + i], window.flip(1))
     norm = augment.ten_crop_sample(t, PCA)
     assert norm.shape == (10, 3, 224, 224)
-    np.testing.assert_allclose(norm[4].numpy(), spec_sample(image, 16, 16, False, np.zeros(3)), atol=2e-5)
+    np.testing.assert_allclose(norm[4].numpy(), spec_sample(image, 16, 16, False, np.zeros(3)), atol=5e-3)
     torch.testing.assert_close(augment.val_sample(t, PCA), norm[4])
 
 

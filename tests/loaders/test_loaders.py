@@ -10,6 +10,9 @@ at most 4 anywhere and 0.5 on average. `ffcv-raw` holds Pillow's pixels (float r
 from JPEG betons FFCV decodes with libjpeg-turbo's fast integer IDCT (fixed in libffcv) where Pillow
 uses the accurate one: about one level on average and a handful at most on these noisy q90 images
 (measured 1.0 and 6), so 8 anywhere and 1.5 on average.
+
+Normalisation: the reference-equality tests run in both modes ("mean", the default, and "std");
+the rest in the default. channels_last: every loader's batches in that format hold the same values.
 """
 
 import importlib.util
@@ -27,6 +30,7 @@ from alexnet.pipeline.paper import MAX_CROP_OFFSET, PCA_ALPHA_STD
 
 HAVE_FFCV = importlib.util.find_spec("ffcv") is not None
 KINDS = ["dali", "torch"] + (["ffcv", "ffcv-raw"] if HAVE_FFCV else [])
+NORMALIZE = ["mean", "std"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -86,29 +90,47 @@ def test_batch_contract(kind, data):
     assert labels_of(tens) == list(range(VAL_LABEL0, VAL_LABEL0 + 21))
 
 
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("kind", KINDS)
-def test_validation_equals_reference(kind, data, decoded):
-    for images, labels in run(kind, data, "val"):
+def test_validation_equals_reference(kind, normalize, data, decoded):
+    for images, labels in run(kind, data, "val", normalize=normalize):
         for image, label in zip(images, labels.tolist()):
-            assert_levels_close(
-                image, augment.val_sample(decoded[label], PCA), f"centre crop of {label}", tolerance(kind)
-            )
-    images, labels = run(kind, data, "val", ten_crop=True, batch_size=4)[0]
+            expected = augment.val_sample(decoded[label], PCA, normalize)
+            assert_levels_close(image, expected, f"centre crop of {label}", tolerance(kind), normalize)
+    images, labels = run(kind, data, "val", ten_crop=True, batch_size=4, normalize=normalize)[0]
     for crops, label in zip(images, labels.tolist()):
-        assert_levels_close(
-            crops, augment.ten_crop_sample(decoded[label], PCA), f"ten crops of {label}", tolerance(kind)
-        )
+        expected = augment.ten_crop_sample(decoded[label], PCA, normalize)
+        assert_levels_close(crops, expected, f"ten crops of {label}", tolerance(kind), normalize)
+
+
+@pytest.mark.parametrize("normalize", NORMALIZE)
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_sample_equals_reference_for_its_draws(kind, normalize, data, decoded):
+    """The loader reports each sample's draws; the reference recomputes the sample from them."""
+    for images, labels, draws in run(kind, data, with_draws=True, normalize=normalize):
+        for i, label in enumerate(labels.tolist()):
+            d = {k: v[i] for k, v in draws.items()}
+            expected = augment.train_sample(
+                decoded[label], int(d["dx"]), int(d["dy"]), bool(d["flip"]), d["alpha"], PCA, normalize
+            )
+            assert_levels_close(images[i], expected, f"training sample {label}", tolerance(kind), normalize)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_training_sample_equals_reference_for_its_draws(kind, data, decoded):
-    """The loader reports each sample's draws; the reference recomputes the sample from them."""
-    for images, labels, draws in run(kind, data, with_draws=True):
-        for i, label in enumerate(labels.tolist()):
-            expected = augment.train_sample(
-                decoded[label], int(draws["dx"][i]), int(draws["dy"][i]), bool(draws["flip"][i]), draws["alpha"][i], PCA
-            )
-            assert_levels_close(images[i], expected, f"training sample {label}", tolerance(kind))
+def test_channels_last_is_the_same_batch_in_nhwc(kind, data):
+    """channels_last=True: [B, 3, 224, 224] with NHWC strides (no copy made after the loader's own pass),
+    the very values of the default layout; ten crops keep the channels innermost too."""
+    nchw = run(kind, data, seed=6)
+    nhwc = run(kind, data, seed=6, channels_last=True)
+    assert len(nhwc) == len(nchw)
+    for (a, la), (b, lb) in zip(nchw, nhwc):
+        assert a.is_contiguous() and b.shape == a.shape
+        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        assert torch.equal(la, lb) and torch.equal(a, b)
+    ((tens, _), *_) = run(kind, data, "val", ten_crop=True, batch_size=4, channels_last=True)
+    assert tens.shape == (4, 10, 3, 224, 224) and tens.stride()[2] == 1
+    ((contiguous, _), *_) = run(kind, data, "val", ten_crop=True, batch_size=4)
+    assert torch.equal(tens, contiguous)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -210,8 +232,13 @@ def test_state_of_another_loader_is_refused(data):
     other = loader("dali", data, seed=2)
     with pytest.raises(ValueError):
         other.load_state_dict(ld.state_dict())
-    ld.close()
     other.close()
+    other_mode = loader("torch", data, seed=1, normalize="std")
+    with pytest.raises(ValueError, match="'normalize': 'mean'"):
+        other_mode.load_state_dict(ld.state_dict())
+    ld.close()
+    other_mode.close()
+    assert loader("torch", data, seed=1, channels_last=True).state_dict() == loader("torch", data, seed=1).state_dict()
 
 
 def test_bad_arguments(data):
@@ -223,6 +250,8 @@ def test_bad_arguments(data):
         make_loader("torch", data, "train", 8, rank=2, world_size=2)
     with pytest.raises(FileNotFoundError, match="prepare"):
         make_loader("dali", data, "test", 8)
+    with pytest.raises(ValueError, match="normalize 'unit'"):
+        make_loader("torch", data, "train", 8, normalize="unit")
 
 
 def test_dali_labels_of_any_length():
@@ -236,24 +265,31 @@ def test_dali_labels_of_any_length():
 
 @cuda
 @pytest.mark.cuda
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("kind", KINDS)
-def test_cuda_batches_match_reference(kind, data, decoded):
-    for images, labels, draws in run(kind, data, device="cuda", with_draws=True):
+def test_cuda_batches_match_reference(kind, normalize, data, decoded):
+    """On the GPU in both modes; the training batches as the trainer takes them there, channels_last."""
+    for images, labels, draws in run(
+        kind, data, device="cuda", with_draws=True, normalize=normalize, channels_last=True
+    ):
         assert images.device.type == "cuda" and labels.device.type == "cuda" and images.dtype == torch.float32
+        assert images.is_contiguous(memory_format=torch.channels_last)
         for i, label in enumerate(labels.tolist()):
+            d = {k: v[i] for k, v in draws.items()}
             expected = augment.train_sample(
-                decoded[label], int(draws["dx"][i]), int(draws["dy"][i]), bool(draws["flip"][i]), draws["alpha"][i], PCA
+                decoded[label], int(d["dx"]), int(d["dy"]), bool(d["flip"]), d["alpha"], PCA, normalize
             )
             assert_levels_close(
-                images[i].cpu(), expected, f"training sample {label} on the GPU", tolerance(kind, "cuda")
+                images[i].cpu(), expected, f"training sample {label} on the GPU", tolerance(kind, "cuda"), normalize
             )
-    for images, labels in run(kind, data, "val", device="cuda"):
+    for images, labels in run(kind, data, "val", device="cuda", normalize=normalize):
         for image, label in zip(images.cpu(), labels.tolist()):
             assert_levels_close(
                 image,
-                augment.val_sample(decoded[label], PCA),
+                augment.val_sample(decoded[label], PCA, normalize),
                 f"centre crop of {label} on the GPU",
                 tolerance(kind, "cuda"),
+                normalize,
             )
 
 

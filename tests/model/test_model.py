@@ -1,4 +1,4 @@
-"""The network: parameter count, per-layer shapes, §5 init, §3.3 LRN, dtypes, towers ≡ one device, metrics."""
+"""The network: parameter count, per-layer shapes, §5 init, §3.3 LRN, §4.2 dropout, dtypes, towers ≡ one device, metrics."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from alexnet.model.alexnet import AlexNet, ResponseNorm
+from alexnet.model.alexnet import AlexNet, PaperDropout, ResponseNorm
 from alexnet.model.metrics import ten_crop_probs, topk_errors
 from alexnet.model.paper import PARAMETER_COUNT
 from alexnet.model.summary import format_table, layer_rows
@@ -86,6 +86,57 @@ def test_lrn_matches_the_papers_formula() -> None:
     b = torch.randn(2, 12, 3, 3, dtype=torch.float64) * 40
     per_column = torch.cat([paper_lrn(b[:, :6]), paper_lrn(b[:, 6:])], dim=1)
     torch.testing.assert_close(ResponseNorm(columns=2)(b), per_column, rtol=1e-12, atol=1e-12)
+
+
+def test_paper_dropout_in_training_zeroes_or_keeps_unscaled() -> None:
+    """§4.2 in training: each output is 0 or the input itself, zero with probability 0.5, so E = 0.5·x."""
+    torch.manual_seed(3)
+    x = torch.rand(4000, 64) + 0.5
+    drop = PaperDropout(0.5).train()
+    y = drop(x)
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])  # kept units are not scaled
+    n = kept.numel()
+    assert abs(kept.double().mean().item() - 0.5) < 4 * 0.5 / math.sqrt(n)
+    mean_ratio = (torch.stack([drop(x) for _ in range(20)]).mean(0) / x).mean().item()
+    assert abs(mean_ratio - 0.5) < 4 * 0.5 / math.sqrt(20 * n)
+
+
+def test_paper_dropout_at_test_time_halves_and_p0_is_identity() -> None:
+    x = torch.randn(3, 7)
+    torch.testing.assert_close(PaperDropout(0.5).eval()(x), 0.5 * x, rtol=0, atol=0)
+    assert torch.equal(PaperDropout(0.0).train()(x), x) and torch.equal(PaperDropout(0.0).eval()(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        PaperDropout(1.0)
+
+
+def test_dropout_form_follows_the_init() -> None:
+    assert isinstance(AlexNet(num_classes=4, init="paper").drop6, PaperDropout)
+    assert type(AlexNet(num_classes=4, init="kaiming").drop7) is nn.Dropout
+    assert type(AlexNet(num_classes=4, init="paper", dropout_form="inverted").drop6) is nn.Dropout
+    towers = towers_from_alexnet(AlexNet(num_classes=4), ("cpu", "cpu"))
+    assert all(isinstance(c.drop6, PaperDropout) and isinstance(c.drop7, PaperDropout) for c in towers.columns)
+    assert isinstance(towers.to_alexnet().drop7, PaperDropout)
+
+
+def test_paper_dropout_equals_inverted_dropout_with_halved_weights() -> None:
+    """The paper's form with weights W is the inverted form with fc7's and fc8's weights ×0.5, at test time
+    and for any one mask in training (inverted: W/2 · 2·(m⊙h) = W · (m⊙h))."""
+    torch.manual_seed(4)
+    paper = AlexNet(num_classes=10, init="paper")
+    inverted = AlexNet(num_classes=10, init="paper", dropout_form="inverted")
+    inverted.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        inverted.fc7.weight.mul_(0.5)
+        inverted.fc8.weight.mul_(0.5)
+    x = torch.randn(2, 3, 224, 224) * 50
+    with torch.no_grad():
+        torch.testing.assert_close(inverted.eval()(x), paper.eval()(x), rtol=1e-5, atol=1e-5)
+        h = torch.relu(torch.randn(2, 4096))
+        mask = torch.rand(2, 4096) < 0.5
+        paper_out = paper.fc7(h * mask)  # what PaperDropout passes on for this mask
+        inverted_out = inverted.fc7(h * mask * 2.0)  # what nn.Dropout(0.5) passes on for the same mask
+        torch.testing.assert_close(inverted_out - inverted.fc7.bias, paper_out - paper.fc7.bias)
 
 
 def test_towers_match_single_device() -> None:

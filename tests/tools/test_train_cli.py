@@ -410,3 +410,15 @@ def test_a_corrupt_sample_stops_cleanly_with_a_checkpoint(data, tmp_path, kind):
     else:
         assert line.startswith(f"Error: {bad / 'train'}: a sample of the 3 train shards cannot be decoded")
         assert (run / "last.pt").is_file()
+
+
+def test_resume_with_another_normalisation_is_refused(data, tmp_path):
+    """The run records --normalize; continuing or evaluating it with another refuses in one line."""
+    run = tmp_path / "run"
+    first = cli(data, "--normalize", "std", "--epochs", "1", "--max-steps", "1", "--run-dir", str(run))
+    assert first.exit_code == 0, first.output
+    assert json.loads((run / "config.json").read_text())["normalize"] == "std"
+    for extra in ([], ["--eval-only"]):
+        refused = cli(data, "--epochs", "1", "--resume", str(run), *extra)
+        assert refused.exit_code == 1
+        assert "--normalize mean" in refused.output and "trained with --normalize std" in refused.output
