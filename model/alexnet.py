@@ -34,7 +34,6 @@ from alexnet.model.paper import (
     COLUMNS,
     DROPOUT,
     FC_WIDTH,
-    IMAGE_SIZE,
     INIT_STD,
     KERNELS,
     LRN_ALPHA,
@@ -190,8 +189,3 @@ def init_weights(model: nn.Module, scheme: str = "paper") -> None:
             else:
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
-
-
-def example_input(batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A standard-normal batch of the input size (for shape checks and summaries)."""
-    return torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)

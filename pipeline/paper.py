@@ -22,14 +22,7 @@ FLIP_PROBABILITY = 0.5
 # deviation 0.1", drawn once per image each time it is used.
 PCA_ALPHA_STD = 0.1
 
-# §4.1: at test time, "extracting five 224 × 224 patches (the four corner patches and the center
-# patch) as well as their horizontal reflections (hence ten patches in all)", softmax averaged.
-TEN_CROPS = 10
-
 # §2: "We did not pre-process the images in any other way, except for subtracting the mean activity
 # over the training set from each pixel": on raw 0–255 values, no division. "mean" is that (the
 # default); "std" also divides by the per-channel std (unit-std inputs, about 57× smaller).
 NORMALIZE_MODES = ("mean", "std")
-
-# ILSVRC-2012 has 1000 classes (§2); the synthetic default tree has fewer.
-IMAGENET_CLASSES = 1000

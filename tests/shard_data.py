@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +137,15 @@ def assert_levels_close(
     levels = (actual - expected).abs() * divisor
     assert levels.max() <= largest, f"{what}: max {levels.max():.3f} levels"
     assert levels.mean() <= average, f"{what}: mean {levels.mean():.3f} levels"
+
+
+def kill_after_first_shard(cmd: list[str], out: Path, timeout: float = 60) -> None:
+    """Start `cmd` (a prepare into `out`), SIGKILL it once the manifest records a finished train shard."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "manifest.json").exists() and read_manifest(out)["splits"]["train"]["shards"]:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -8,7 +8,7 @@ import click
 from alexnet.pipeline.bench.loaders import WARMUP_BATCHES, format_table, plot, run_bench
 from alexnet.tools.bench_offline import offline
 from alexnet.tools.bench_train import train_bench
-from alexnet.tools.options import check_device, normalize_option, parse_loader_list
+from alexnet.tools.options import check_device, data_option, normalize_option, parse_loader_list
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,12 +17,7 @@ def main() -> None:
 
 
 @main.command("loaders")
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder `prepare` and `pca-stats` wrote.",
-)
+@data_option
 @click.option(
     "--loaders",
     "kinds",

@@ -18,7 +18,14 @@ from alexnet.model.throughput import Rate, ResidentBatches, measure, resident_ba
 from alexnet.model.train import TrainConfig
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.bench.timing import best_of
-from alexnet.tools.options import check_device, class_count, default_device, normalize_option, parse_loader_list
+from alexnet.tools.options import (
+    check_device,
+    class_count,
+    data_option,
+    default_device,
+    normalize_option,
+    parse_loader_list,
+)
 from alexnet.tools.train import build_model
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
@@ -109,12 +116,7 @@ def format_table(doc: dict[str, Any]) -> str:
 
 
 @click.command("train")
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder `prepare` and `pca-stats` wrote.",
-)
+@data_option
 @click.option(
     "--loader",
     "kinds",

@@ -11,6 +11,13 @@ from alexnet.pipeline import LOADER_KINDS
 from alexnet.pipeline.paper import NORMALIZE_MODES
 from alexnet.pipeline.store.manifest import read_manifest
 
+data_option = click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder `prepare` and `pca-stats` wrote.",
+)
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"

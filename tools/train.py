@@ -28,7 +28,7 @@ from alexnet.model.train import TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
 from alexnet.pipeline.loaders.contract import CorruptSample
 from alexnet.pipeline.store.manifest import read_manifest
-from alexnet.tools.options import check_device, class_count, default_device, normalize_option
+from alexnet.tools.options import check_device, class_count, data_option, default_device, normalize_option
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
@@ -94,12 +94,7 @@ def check_recorded_normalize(run_dir: Path, asked: str) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder `prepare` wrote (with pca.json).",
-)
+@data_option
 @click.option("--loader", "loader_kind", type=click.Choice(LOADER_KINDS), default="dali")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=default_device)
 @click.option(

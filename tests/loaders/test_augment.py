@@ -4,22 +4,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
+from shard_data import EIGVEC, PCA
 
 from alexnet.pipeline import augment
 from alexnet.pipeline.paper import CROP_SIZE, MAX_CROP_OFFSET, PCA_ALPHA_STD
-from alexnet.pipeline.store.pca_file import PcaStats
-
-EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
-PCA = PcaStats(
-    mean=[0.485, 0.456, 0.406],
-    std=[0.229, 0.224, 0.225],
-    covariance=np.eye(3).tolist(),
-    eigval=[0.2175, 0.0188, 0.0045],
-    eigvec=EIGVEC.tolist(),
-    pixel_count=1,
-    image_count=1,
-    manifest_sha256="",
-)
 
 
 @pytest.fixture

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ from imagenet_trees import (
     tar_bytes,
     write_kaggle_csv,
 )
+from shard_data import kill_after_first_shard
 
 from alexnet.pipeline.offline.ilsvrc import DEVKIT_TAR, TRAIN_TAR, VAL_TAR
 from alexnet.pipeline.offline.synth import write_tree
@@ -113,14 +110,7 @@ def test_kill_and_resume_on_the_archive_route_is_byte_identical(
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from alexnet.tools.prepare import prepare_cmd; prepare_cmd()"]
     cmd += ["--imagenet-dir", str(archives), "--out", str(out), "--shard-size", "5", "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "manifest.json").exists() and read_manifest(out)["splits"]["train"]["shards"]:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_shard(cmd, out)
     assert not read_manifest(out)["complete"]
     result = run_prepare(archives, out)
     assert result.exit_code == 0, result.output

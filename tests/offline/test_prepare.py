@@ -3,18 +3,16 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from imagenet_trees import WNIDS, make_flat_val, make_train, write_kaggle_csv
 from PIL import Image
-from shard_data import tar_samples
+from shard_data import kill_after_first_shard, tar_samples
 
 from alexnet.pipeline.store.manifest import read_manifest
 from alexnet.pipeline.store.shards import index_path, read_index
@@ -138,14 +136,7 @@ def test_resume_after_real_sigkill_is_byte_identical(source: Path, prepared: Pat
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "manifest.json").exists() and read_manifest(out)["splits"]["train"]["shards"]:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_shard(cmd, out)
     result = run_prepare(source, out)
     assert result.exit_code == 0, result.output
     assert tree_bytes(out) == tree_bytes(prepared)
