@@ -61,7 +61,7 @@ SHUFFLE_BUFFER = 4096  # DALI's shuffle buffer (samples): about four shards of t
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """The knobs every loader takes (DESIGN.md): what to read, how to cut it, where to put it."""
+    """The knobs every loader takes (docs/design.md): what to read, how to cut it, where to put it."""
 
     data: Path
     split: str

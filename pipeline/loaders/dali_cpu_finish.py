@@ -1,10 +1,10 @@
 """The DALI graph's last step on the CPU: mirror, lighting, normalisation and CHW float32 in one pass.
 
-On a GPU `crop_mirror_normalize` does this in one fused kernel. DALI's CPU version of it costs
-about 0.13 ms per 224×224 window on these machines, a third of a JPEG decode, and the loader's
-goal is to run close to plain decoding (`docs/benchmarks.md`). This numba kernel does the same arithmetic
-in about 0.03 ms: it widens one row of interleaved RGB to float32, then writes the three channel
-rows (reversed when mirrored), which LLVM vectorises. It runs inside the graph as DALI's
+On a GPU `crop_mirror_normalize` does this in one fused kernel. DALI's CPU version of it costs a
+large share of a JPEG decode, and the loader's goal is to run close to plain decoding; this numba
+kernel does the same arithmetic several times faster (figures in `docs/benchmarks.md`): it widens
+one row of interleaved RGB to float32, then writes the three channel rows (reversed when
+mirrored), which LLVM vectorises. It runs inside the graph as DALI's
 `numba_function` operator, so DALI's threads and memory pool run it like any other operator.
 
 Each sample's mean comes from the graph with the lighting shift δ already folded in (mean − δ,

@@ -7,7 +7,7 @@ The training graph, one small step per line (`train_graph`):
     decode    only the 224×224 window (region-of-interest decoding), "mixed" (nvJPEG) or CPU
     lighting  per-sample mean 255·(mean − δ) with δ = eigvec·(α ⊙ eigval) (fn.coord_transform)
     finish    mirror + normalise + CHW + float in one fused step: fn.crop_mirror_normalize on the
-              GPU; on the CPU a numba kernel inside the graph (`dali_cpu_finish`), 3× cheaper there
+              GPU; on the CPU a numba kernel inside the graph (`dali_cpu_finish`), cheaper there
 
 With `channels_last` the finishing step writes HWC instead (crop_mirror_normalize's
 `output_layout="HWC"`, or the numba kernel's HWC variant) and `to_torch` hands over the
@@ -24,7 +24,7 @@ prefetch never computes a batch past the epoch; the short last batch ("partial")
 here, so `pad_last_batch` stays off, and `stick_to_shard` keeps the reader on this rank's part.
 While a training epoch's last batches go out, the next epoch's pipeline is built and started
 (`start_epoch`), so the next `set_epoch` + iteration does not wait for the build and the shuffle
-buffer's fill (about 50 ms, a whole batch's time on the CPU); another epoch number drops it.
+buffer's fill; another epoch number drops it.
 
 Labels: the `.cls` members (ASCII digits of any length) are right-padded to the batch's longest
 with `fn.pad` and turned into int64 on the host by a vectorised digit fold (`decode_labels`):

@@ -5,8 +5,7 @@ index (`ShardReader`), decodes with Pillow and takes the random window and flip 
 as is). A `DataLoader` runs it on every core (worker processes, persistent across epochs, batches
 collated into shared memory, pinned when they go to a GPU). Lighting and normalisation are one
 batched step on the device, in the main process (`DeviceStep`): the workers hand over uint8, four times fewer
-bytes than float32 (on the CPU, normalising in the workers and shipping float32 measured ~30%
-slower).
+bytes than float32 to ship between processes.
 
 Order and draws depend on nothing but (seed, epoch) and the sample: `EpochBatches` permutes all
 samples by (seed, epoch), cuts this rank's contiguous part (`rank_slice`) and batches it under the

@@ -1,4 +1,4 @@
-"""ILSVRC JPEGs → 256×256 JPEG shards + manifest (DESIGN.md, "Shard format").
+"""ILSVRC JPEGs → 256×256 JPEG shards + manifest (docs/design.md, "Shard format").
 
 Images are processed by a pool of worker processes (every core by default); the main process
 appends their results, in order, to the shard being written. Train samples are shuffled across

@@ -8,9 +8,8 @@ The images carry photo-like detail at all scales: octaves of noise, each drawn s
 sum to a roughly 1/f amplitude spectrum like photographs' (foliage-, ground- or sky-like texture on
 the background, a fainter texture of its own on the object, whose edges, hues and stripes stay
 sharp), plus a little sensor-like grain. The loader benchmarks need this: JPEG decode cost grows with
-the detail a file holds, and smooth synthetic images stored at 256×256 quality 90 take about 14 KB
-and decode about 1.5× faster than photographs stored the same way (ImageNet's, by our estimate,
-average 25-40 KB); with the detail they take about 32 KB, so the benchmarks time a realistic decode.
+the detail a file holds, and smooth images would decode much faster than photographs stored the
+same way (`docs/benchmarks.md` has the sizes and decode times).
 
 Sizes follow ImageNet's (short side 200-600, aspect 0.6-1.8, about 1% above 2000 px), and the train
 split carries the real set's oddities (PNG, CMYK, grayscale, progressive, empty and non-image

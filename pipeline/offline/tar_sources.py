@@ -1,6 +1,6 @@
 """ILSVRC-2012 samples read straight out of tar archives, without unpacking anything.
 
-Two forms of ImageNet come as tars (DESIGN.md, "Input layouts"):
+Two forms of ImageNet come as tars (docs/design.md, "Input layouts"):
 
 - **The official archives.** `ILSVRC2012_img_train.tar` holds one uncompressed tar per class
   (`n01440764.tar`), so every image is a member of an inner tar at a fixed offset of the outer

@@ -1,4 +1,4 @@
-"""The input layouts DESIGN.md lists, and the class-index convention."""
+"""The input layouts docs/design.md lists, and the class-index convention."""
 
 from pathlib import Path
 
