@@ -254,6 +254,19 @@ def test_bad_arguments(data):
         make_loader("torch", data, "train", 8, normalize="unit")
 
 
+@pytest.mark.parametrize("epochs, started", [(None, True), (3, True), (2, False)])
+def test_dali_starts_no_pipeline_past_the_last_epoch(data, epochs, started):
+    """While epoch 1's last batches go out, the next epoch's pipeline starts only if the run has one."""
+    ld = loader("dali", data, epochs=epochs, epoch=1)
+    try:
+        assert len(list(ld)) == len(ld)
+        assert (ld._ahead is not None) == started
+        if started:
+            assert ld._ahead[0] == 2
+    finally:
+        ld.close()
+
+
 def test_dali_labels_of_any_length():
     from alexnet.pipeline.loaders.dali_loader import LABEL_PAD, decode_labels
 
