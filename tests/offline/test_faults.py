@@ -337,12 +337,25 @@ POINTS = {
 }
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("point", POINTS)
 def test_ctrl_c_ends_prepare_at_once_with_one_line(point: str, slow_source: Path, slow_prepared: Path, tmp_path: Path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it to the main process and its workers."""
     out = tmp_path / "out"
     cmd = [*ALEXNET_TOOLS, "prepare", *slow_args(slow_source, out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A terminal's foreground job: SIGINT at its default even when this test runs as a background job
+    # (which inherits SIGINT ignored, and Python then never raises KeyboardInterrupt).
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     deadline = time.monotonic() + 60
     while proc.poll() is None and not POINTS[point](out) and time.monotonic() < deadline:
         time.sleep(0.002)
