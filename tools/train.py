@@ -55,10 +55,15 @@ def data_identity(data: Path) -> dict[str, object]:
     return {"num_classes": len(wnids), "classes_sha256": hashlib.sha256("\n".join(wnids).encode()).hexdigest()}
 
 
+def recorded_config(run_dir: Path) -> dict:
+    """What a run's config.json recorded ({} for a run folder without one)."""
+    config = run_dir / "config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
 def check_same_data(run_dir: Path, data: Path) -> None:
     """Refuse a --resume on another data set than the run's (other class count, or other wnids)."""
-    config = run_dir / "config.json"
-    recorded = json.loads(config.read_text()) if config.is_file() else {}
+    recorded = recorded_config(run_dir)
     if "classes_sha256" not in recorded:
         return
     mine = data_identity(data)
@@ -76,8 +81,7 @@ def has_split(data: Path, split: str) -> bool:
 
 def recorded_parallel(run_dir: Path, asked: str) -> str:
     """The --parallel a resumed run was trained with (its checkpoints' layout), from its config.json."""
-    config = run_dir / "config.json"
-    recorded = json.loads(config.read_text()).get("parallel", asked) if config.is_file() else asked
+    recorded = recorded_config(run_dir).get("parallel", asked)
     if recorded != asked:
         click.echo(f"--parallel {recorded}: the layout {run_dir} was trained with (its config.json)", err=True)
     return recorded
@@ -85,8 +89,7 @@ def recorded_parallel(run_dir: Path, asked: str) -> str:
 
 def check_recorded_normalize(run_dir: Path, asked: str) -> None:
     """Refuse to continue a run with another --normalize than the one its config.json records."""
-    config = run_dir / "config.json"
-    recorded = json.loads(config.read_text()).get("normalize") if config.is_file() else None
+    recorded = recorded_config(run_dir).get("normalize")
     if recorded is not None and recorded != asked:
         raise click.ClickException(
             f"--normalize {asked}: {run_dir} was trained with --normalize {recorded}; pass that to continue it"
