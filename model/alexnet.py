@@ -20,9 +20,10 @@ outputs zero and a kept one passes unscaled; at test time every output is multip
 "inverted" is torch's `nn.Dropout`: kept units are scaled by 2 in training, nothing at test time.
 The two give the same function when the next layer's weights are halved, but not the same
 training: under §5's init the inverted form doubles fc7's and fc8's effective initial weights and
-quadruples their effective learning rate. `init="paper"` uses the paper's form, `init="kaiming"`
-the inverted one (He init is derived for a layer whose input keeps its scale, which inverted
-dropout preserves in training); `dropout_form=` overrides either.
+quadruples their effective learning rate. `init="paper"` uses the paper's form; `init="kaiming"`
+uses the inverted one (He init is derived for a layer whose input keeps its scale, which inverted
+dropout preserves in training), and so does `init="caffe"` (Caffe's Dropout layer is the inverted
+form); `dropout_form=` overrides any of them.
 """
 
 import torch
@@ -83,7 +84,7 @@ def dropout_form_of(module: nn.Module) -> str:
 
 
 def default_dropout_form(init: str) -> str:
-    """The dropout that goes with an init scheme: the paper's with "paper", inverted with "kaiming"."""
+    """The dropout that goes with an init scheme: the paper's with "paper", inverted with the others."""
     return "paper" if init == "paper" else "inverted"
 
 
@@ -168,7 +169,12 @@ class AlexNet(nn.Module):
         return self.fc8(x)
 
 
-INIT_SCHEMES = ("paper", "kaiming")
+INIT_SCHEMES = ("paper", "caffe", "kaiming")
+
+# Not the paper's: BVLC Caffe's replication of AlexNet (models/bvlc_alexnet/train_val.prototxt and
+# its readme, which says biases of 1 "gave flat loss"). Its other weights are N(0, 0.01) as in §5.
+CAFFE_BIAS = 0.1  # in place of §5's biases of 1, in the same five layers
+CAFFE_FC_STD = 0.005  # fc6's and fc7's weights ~ N(0, 0.005²)
 
 
 def init_weights(model: nn.Module, scheme: str = "paper") -> None:
@@ -176,16 +182,23 @@ def init_weights(model: nn.Module, scheme: str = "paper") -> None:
 
     "paper" (§5): every weight ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
     What it needs to start learning is measured in docs/recipe.md.
+    "caffe": BVLC Caffe's replication, not the paper's: the same but with biases of 0.1 and fc6's
+    and fc7's weights ~ N(0, 0.005) (docs/recipe.md compares it with "paper").
     "kaiming": He-normal weights and zero biases, not the paper's; it learns from the first steps,
     which short runs (the demo, CPU smoke tests) need.
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            if scheme == "paper":
-                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-                nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in BIAS_ONE_LAYERS else 0.0)
-            else:
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        layer = name.rsplit(".", 1)[-1]
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+            continue
+        caffe = scheme == "caffe"
+        std = CAFFE_FC_STD if caffe and layer in ("fc6", "fc7") else INIT_STD
+        bias = (CAFFE_BIAS if caffe else 1.0) if layer in BIAS_ONE_LAYERS else 0.0
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        nn.init.constant_(module.bias, bias)

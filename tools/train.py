@@ -126,7 +126,9 @@ def check_recorded_normalize(run_dir: Path, asked: str) -> None:
     "--init",
     type=click.Choice(INIT_SCHEMES),
     default="paper",
-    help="kaiming (He init, inverted dropout; not the paper's) learns from the first steps, with --normalize std.",
+    help="paper: §5 with §4.2's dropout. caffe: BVLC Caffe's (biases 0.1, fc6/fc7 std 0.005, inverted "
+    "dropout). kaiming: He init, inverted dropout, learns from the first steps with --normalize std. "
+    "Only paper is the paper's.",
 )
 @normalize_option
 @click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")

@@ -56,16 +56,23 @@ def test_forward_shape_any_float_dtype_and_channels_last(model: AlexNet) -> None
         torch.testing.assert_close(nhwc(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_init_statistics(model: AlexNet) -> None:
-    """§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 in conv1, conv3, fc8."""
+@pytest.mark.parametrize(
+    ("init", "bias", "fc_std"),
+    [("paper", 1.0, 0.01), ("caffe", 0.1, 0.005)],  # §5; BVLC Caffe's bvlc_alexnet/train_val.prototxt
+)
+def test_init_statistics(init: str, bias: float, fc_std: float) -> None:
+    """Weights N(0, 0.01) (fc6 and fc7: N(0, fc_std)); `bias` in conv2, conv4, conv5, fc6, fc7, 0 in conv1, conv3, fc8."""
+    torch.manual_seed(0)
+    model = AlexNet(init=init)
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
+        std = fc_std if name in ("fc6", "fc7") else 0.01
         w = m.weight.detach().double()
         tolerance = 5 / math.sqrt(w.numel())  # five standard errors of the sample std (relative)
-        assert abs(w.std().item() / 0.01 - 1) < tolerance, name
-        assert abs(w.mean().item()) < 5 * 0.01 / math.sqrt(w.numel()), name
-        expected = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        assert abs(w.std().item() / std - 1) < tolerance, name
+        assert abs(w.mean().item()) < 5 * std / math.sqrt(w.numel()), name
+        expected = bias if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
         assert torch.equal(m.bias.detach(), torch.full_like(m.bias, expected)), name
 
 
@@ -113,6 +120,7 @@ def test_paper_dropout_at_test_time_halves_and_p0_is_identity() -> None:
 def test_dropout_form_follows_the_init() -> None:
     assert isinstance(AlexNet(num_classes=4, init="paper").drop6, PaperDropout)
     assert type(AlexNet(num_classes=4, init="kaiming").drop7) is nn.Dropout
+    assert type(AlexNet(num_classes=4, init="caffe").drop6) is nn.Dropout  # Caffe's Dropout layer scales by 2
     assert type(AlexNet(num_classes=4, init="paper", dropout_form="inverted").drop6) is nn.Dropout
     towers = towers_from_alexnet(AlexNet(num_classes=4), ("cpu", "cpu"))
     assert all(isinstance(c.drop6, PaperDropout) and isinstance(c.drop7, PaperDropout) for c in towers.columns)
