@@ -173,6 +173,7 @@ INIT_SCHEMES = ("paper", "caffe", "kaiming")
 
 # Not the paper's: BVLC Caffe's replication of AlexNet (models/bvlc_alexnet/train_val.prototxt and
 # its readme, which says biases of 1 "gave flat loss"). Its other weights are N(0, 0.01) as in §5.
+# Only the fillers are Caffe's: its solver's doubled bias learning rate (lr_mult 2) is not copied.
 CAFFE_BIAS = 0.1  # in place of §5's biases of 1, in the same five layers
 CAFFE_FC_STD = 0.005  # fc6's and fc7's weights ~ N(0, 0.005²)
 
