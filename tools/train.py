@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import torch
+from click.core import ParameterSource
 
 from alexnet.model import distributed, paper
 from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
@@ -79,21 +80,76 @@ def has_split(data: Path, split: str) -> bool:
     return bool(read_manifest(data)["splits"].get(split, {}).get("shards"))
 
 
-def recorded_parallel(run_dir: Path, asked: str) -> str:
-    """The --parallel a resumed run was trained with (its checkpoints' layout), from its config.json."""
-    recorded = recorded_config(run_dir).get("parallel", asked)
-    if recorded != asked:
-        click.echo(f"--parallel {recorded}: the layout {run_dir} was trained with (its config.json)", err=True)
-    return recorded
+# --resume continues a run with the settings its config.json records, for every flag not given again.
+# A flag given again may change the recipe (RECIPE_SETTINGS) but not what the run is
+# (RUN_IDENTITY): a different value there refuses in one line. Each maps a click parameter to its
+# place in config.json. --max-steps, --ten-crop, --compile, --tensorboard, -j and --device belong
+# to the invocation, not the run, and are never taken from it.
+RUN_IDENTITY = {
+    "loader_kind": ("loader",),
+    "batch_size": ("batch_size",),
+    "init": ("init",),
+    "normalize": ("normalize",),
+    "parallel": ("parallel",),
+    "seed": ("train", "seed"),
+}
+RECIPE_SETTINGS = {
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "lr"),
+    "momentum": ("train", "momentum"),
+    "weight_decay": ("train", "weight_decay"),
+    "lr_schedule": ("train", "schedule"),
+    "lr_steps": ("train", "step_epochs"),
+    "patience": ("train", "patience"),
+    "log_every": ("train", "log_every"),
+    "save_every": ("train", "save_every"),
+    "save_every_minutes": ("train", "save_every_minutes"),
+    "amp": ("train", "amp"),
+}
 
 
-def check_recorded_normalize(run_dir: Path, asked: str) -> None:
-    """Refuse to continue a run with another --normalize than the one its config.json records."""
-    recorded = recorded_config(run_dir).get("normalize")
-    if recorded is not None and recorded != asked:
-        raise click.ClickException(
-            f"--normalize {asked}: {run_dir} was trained with --normalize {recorded}; pass that to continue it"
-        )
+def recorded_setting(recorded: dict, name: str, where: tuple[str, ...]) -> object:
+    """One setting of a config.json as its click parameter takes it (None when not recorded)."""
+    value: object = recorded
+    for key in where:
+        value = value.get(key) if isinstance(value, dict) else None
+    if name == "lr_steps" and isinstance(value, list):
+        return ",".join(str(e) for e in value)
+    return value
+
+
+def as_flag(param: click.Parameter, value: object) -> str:
+    """How a user writes `value` for `param`: `--init caffe`, `--no-amp`."""
+    if isinstance(param, click.Option) and param.secondary_opts:
+        return param.opts[0] if value else param.secondary_opts[0]
+    return f"{max(param.opts, key=len)} {value}"
+
+
+def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
+    """The options a --resume takes from RUN_DIR's config.json: each recorded one the user did not give.
+
+    Prints the ones that differ from the flags' defaults, so the log says how the run goes on; refuses
+    a given identity flag that differs from the record.
+    """
+    recorded = recorded_config(run_dir)
+    params = {p.name: p for p in ctx.command.params}
+    taken: dict[str, object] = {}
+    for name, where in {**RUN_IDENTITY, **RECIPE_SETTINGS}.items():
+        value = recorded_setting(recorded, name, where)
+        if value is None:
+            continue
+        given = ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        if not given:
+            taken[name] = value
+        elif name in RUN_IDENTITY and ctx.params[name] != value:
+            raise click.ClickException(
+                f"{as_flag(params[name], ctx.params[name])}: {run_dir} was trained with "
+                f"{as_flag(params[name], value)}; drop the flag to continue it as it was trained"
+            )
+    shown = [as_flag(params[n], v) for n, v in taken.items() if v != params[n].default]
+    if shown:
+        click.echo(f"--resume {run_dir}: continuing with its config.json's {' '.join(shown)}", err=True)
+    return taken
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -135,7 +191,9 @@ def check_recorded_normalize(run_dir: Path, asked: str) -> None:
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
 @click.option(
-    "--resume", type=click.Path(exists=True, path_type=Path), help="A run folder or its last.pt: continue it exactly."
+    "--resume",
+    type=click.Path(exists=True, path_type=Path),
+    help="A run folder or its last.pt: continue it exactly, with its recorded settings.",
 )
 @click.option(
     "--eval-only",
@@ -161,7 +219,20 @@ def check_recorded_normalize(run_dir: Path, asked: str) -> None:
 @click.option(
     "--tensorboard", is_flag=True, help="Also write the metrics as TensorBoard events (the `tensorboard` extra)."
 )
-def main(
+def main(**options: object) -> None:
+    """Train AlexNet on DATA with the paper's recipe; writes a run folder with metrics, checkpoints and curves.
+
+    --resume RUN continues RUN with the settings its config.json records. Flags given again override
+    its epochs, lr, momentum, weight decay, schedule, logging and saving; another --loader, -b, --init,
+    --normalize, --parallel or --seed is refused. --max-steps applies to this invocation only.
+    """
+    resume = options["resume"]
+    if isinstance(resume, Path):
+        options.update(settings_of_run(resume if resume.is_dir() else resume.parent, click.get_current_context()))
+    run(**options)
+
+
+def run(
     data: Path,
     loader_kind: str,
     device: str,
@@ -190,7 +261,7 @@ def main(
     save_every_minutes: float,
     tensorboard: bool,
 ) -> None:
-    """Train AlexNet on DATA with the paper's recipe; writes a run folder with metrics, checkpoints and curves."""
+    """The body of `main`, with every option settled."""
     check_device(device)
     if eval_only and resume is None:
         raise click.ClickException("--eval-only needs --resume CKPT (a run folder or its last.pt / best.pt)")
@@ -215,9 +286,6 @@ def main(
             f"{data}: no val split, so {'--eval-only has nothing to evaluate' if eval_only else '--lr-schedule plateau cannot see validation error'}"
             + ("" if eval_only else "; train with --lr-schedule step (and --lr-steps)")
         )
-    parallel = recorded_parallel(run_dir, parallel) if resume else parallel
-    if resume:
-        check_recorded_normalize(run_dir, normalize)
     try:
         placement = distributed.setup_from_env(device, devices_per_rank=2 if parallel == "towers" else 1)
     except ValueError as e:
@@ -321,7 +389,8 @@ def main(
             launcher = "torchrun ... -m alexnet.tools.train" if placement.distributed else "alexnet-train"
             click.echo(
                 f"stopped by {state.stopped_by} at epoch {state.epoch}, step {state.step}; last.pt is saved; "
-                f"continue with: {launcher} --data {data} --loader {loader_kind} --resume {run_dir}"
+                f"continue with: {launcher} --data {data} --resume {run_dir}"
+                + (f" --max-steps {max_steps}" if max_steps else "")
             )
         elif placement.is_main:
             click.echo(

@@ -122,7 +122,7 @@ def test_towers_run_resumes_in_its_own_layout(data, tmp_path):
     assert first.exit_code == 0, first.output
     evaluated = cli(data, "--eval-only", "--resume", str(run))
     assert evaluated.exit_code == 0, evaluated.output
-    assert f"--parallel towers: the layout {run} was trained with" in evaluated.output
+    assert f"--resume {run}: continuing with its config.json's --parallel towers" in evaluated.output
     assert json_line(evaluated.output)["images"] == VAL_IMAGES
     resumed = cli(data, "--epochs", "1", "--max-steps", "2", "--resume", str(run))
     assert resumed.exit_code == 0, resumed.output
@@ -412,13 +412,31 @@ def test_a_corrupt_sample_stops_cleanly_with_a_checkpoint(data, tmp_path, kind):
         assert (run / "last.pt").is_file()
 
 
-def test_resume_with_another_normalisation_is_refused(data, tmp_path):
-    """The run records --normalize; continuing or evaluating it with another refuses in one line."""
+def test_resume_takes_the_runs_recorded_settings(data, tmp_path):
+    """A run's config.json settings hold on --resume without repeating them: --init caffe keeps Caffe's
+    inverted dropout (eval-only of it gives the same numbers as an explicit --init caffe), --normalize
+    std stays std, the recorded --lr holds; an identity flag given with another value refuses in one line."""
     run = tmp_path / "run"
-    first = cli(data, "--normalize", "std", "--epochs", "1", "--max-steps", "1", "--run-dir", str(run))
+    setup = ["--init", "caffe", "--normalize", "std", "--lr", "0.02"]
+    first = cli(data, *setup, "--epochs", "1", "--max-steps", "1", "--log-every", "1", "--run-dir", str(run))
     assert first.exit_code == 0, first.output
-    assert json.loads((run / "config.json").read_text())["normalize"] == "std"
+    implicit = cli(data, "--eval-only", "--resume", str(run))
+    assert implicit.exit_code == 0, implicit.output
+    notice = f"--resume {run}: continuing with its config.json's --init caffe --normalize std --epochs 1 --lr 0.02 --log-every 1"
+    assert notice in implicit.output.splitlines()
+    explicit = cli(data, "--eval-only", "--resume", str(run), "--init", "caffe", "--normalize", "std")
+    assert json_line(implicit.output)["loss"] == json_line(explicit.output)["loss"]
+    as_paper = cli(data, "--eval-only", "--resume", str(run), "--init", "paper")
+    assert as_paper.exit_code == 1
+    assert as_paper.output.strip().splitlines() == [
+        f"Error: --init paper: {run} was trained with --init caffe; drop the flag to continue it as it was trained"
+    ]
     for extra in ([], ["--eval-only"]):
-        refused = cli(data, "--epochs", "1", "--resume", str(run), *extra)
+        refused = cli(data, "--epochs", "1", "--resume", str(run), "--normalize", "mean", *extra)
         assert refused.exit_code == 1
-        assert "--normalize mean" in refused.output and "trained with --normalize std" in refused.output
+        assert f"Error: --normalize mean: {run} was trained with --normalize std" in refused.output
+    resumed = cli(data, "--epochs", "1", "--max-steps", "2", "--resume", str(run))
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["lr"] for r in records(run, "train")] == [0.02, 0.02]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["init"], config["normalize"], config["train"]["lr"]) == ("caffe", "std", 0.02)
