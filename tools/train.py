@@ -128,8 +128,8 @@ def as_flag(param: click.Parameter, value: object) -> str:
 def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     """The options a --resume takes from RUN_DIR's config.json: each recorded one the user did not give.
 
-    Prints the ones that differ from the flags' defaults, so the log says how the run goes on; refuses
-    a given identity flag that differs from the record.
+    Refuses a given identity flag that differs from the record. Nothing is printed (a refusal further
+    on stays one line); the resumed run's config.json says what it went on with.
     """
     recorded = recorded_config(run_dir)
     params = {p.name: p for p in ctx.command.params}
@@ -146,9 +146,6 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
                 f"{as_flag(params[name], ctx.params[name])}: {run_dir} was trained with "
                 f"{as_flag(params[name], value)}; drop the flag to continue it as it was trained"
             )
-    shown = [as_flag(params[n], v) for n, v in taken.items() if v != params[n].default]
-    if shown:
-        click.echo(f"--resume {run_dir}: continuing with its config.json's {' '.join(shown)}", err=True)
     return taken
 
 
