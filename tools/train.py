@@ -118,13 +118,6 @@ def recorded_setting(recorded: dict, name: str, where: tuple[str, ...]) -> objec
     return value
 
 
-def as_flag(param: click.Parameter, value: object) -> str:
-    """How a user writes `value` for `param`: `--init caffe`, `--no-amp`."""
-    if isinstance(param, click.Option) and param.secondary_opts:
-        return param.opts[0] if value else param.secondary_opts[0]
-    return f"{max(param.opts, key=len)} {value}"
-
-
 def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     """The options a --resume takes from RUN_DIR's config.json: each recorded one the user did not give.
 
@@ -132,7 +125,7 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     on stays one line); the resumed run's config.json says what it went on with.
     """
     recorded = recorded_config(run_dir)
-    params = {p.name: p for p in ctx.command.params}
+    flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}  # --batch-size, not -b
     taken: dict[str, object] = {}
     for name, where in {**RUN_IDENTITY, **RECIPE_SETTINGS}.items():
         value = recorded_setting(recorded, name, where)
@@ -143,8 +136,8 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
             taken[name] = value
         elif name in RUN_IDENTITY and ctx.params[name] != value:
             raise click.ClickException(
-                f"{as_flag(params[name], ctx.params[name])}: {run_dir} was trained with "
-                f"{as_flag(params[name], value)}; drop the flag to continue it as it was trained"
+                f"{flags[name]} {ctx.params[name]}: {run_dir} was trained with {flags[name]} {value}; "
+                "drop the flag to continue it as it was trained"
             )
     return taken
 
