@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -94,13 +94,9 @@ def test_every_make_target_exists() -> None:
 
 
 def console_scripts() -> dict[str, click.Command]:
-    import importlib
-
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    loaded = {}
-    for name, target in scripts.items():
-        module, _, attr = target.partition(":")
-        loaded[name] = getattr(importlib.import_module(module), attr)
+    """The project's console scripts (its installed entry points), by name."""
+    points = metadata.distribution("alexnet-pipeline").entry_points
+    loaded = {p.name: p.load() for p in points if p.group == "console_scripts"}
     # `python -m alexnet.tools.train` (torchrun's form) is alexnet-train.
     loaded["alexnet.tools.train"] = loaded["alexnet-train"]
     return loaded
