@@ -77,6 +77,7 @@ class TrainConfig:
     ten_crop: bool = False  # validation batches are [B, 10, 3, 224, 224]: average the softmax
     amp: bool = True  # bf16 autocast (cuda only; CPU runs float32)
     channels_last: bool = True  # NHWC weights and inputs (cuda only)
+    cudnn_benchmark: bool = True  # cuDNN picks the fastest kernels for the fixed shapes (cuda only; not bit-exact)
     compile: bool = False  # torch.compile the network
     seed: int = 0  # a fresh run seeds torch and random with seed + rank (dropout masks)
     progress: bool = True  # tqdm bar on rank 0 (tqdm hides it when stderr is not a terminal)
@@ -535,6 +536,15 @@ def _end_epoch(run: _Run, val_batches: Batches | None, lr: float, seconds: float
     state.epoch, state.batch_in_epoch, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
 
 
+def use_cudnn_benchmark(cfg: TrainConfig, device: torch.device) -> bool:
+    """Turn cuDNN's autotuner on for a CUDA run that asks for it (every step has the same shapes, so
+    the search is paid once); returns whether it is on. The CPU, and its bit-for-bit promise, are untouched."""
+    on = cfg.cudnn_benchmark and device.type == "cuda"
+    if on:
+        torch.backends.cudnn.benchmark = True
+    return on
+
+
 def train(
     model: nn.Module,
     train_batches: Batches,
@@ -560,6 +570,7 @@ def train(
     placement = placement or Placement(device=devices[0])
     if cfg.channels_last and devices[0].type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    cudnn_benchmark = use_cudnn_benchmark(cfg, devices[0])
     run = _Run(
         cfg,
         model,
@@ -590,6 +601,7 @@ def train(
             "world_size": placement.world_size,
             "devices": [str(d) for d in devices],
             "torch": torch.__version__,
+            "cudnn_benchmark": cudnn_benchmark,
             **(info or {}),
         }
         write_json_atomic(config, run_dir / "config.json")

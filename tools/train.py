@@ -76,6 +76,16 @@ def check_same_data(run_dir: Path, data: Path) -> None:
         )
 
 
+def loader_budget(loader) -> dict[str, object]:
+    """What config.json records of the loader's CPU and memory budget: its workers per rank (by default
+    `default_workers()`, the cores this process may use over the ranks on this machine) and, for DALI,
+    the nvJPEG buffers those threads preallocate."""
+    budget: dict[str, object] = {"workers": loader.config.workers}
+    if hasattr(loader, "decoder_buffers"):
+        budget["dali_decoder_buffers"] = loader.decoder_buffers
+    return budget
+
+
 def has_split(data: Path, split: str) -> bool:
     return bool(read_manifest(data)["splits"].get(split, {}).get("shards"))
 
@@ -177,7 +187,12 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     "Only paper is the paper's.",
 )
 @normalize_option
-@click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(0),
+    help="Loader threads/processes per rank [default: the cores this process may use ÷ ranks on this machine].",
+)
 @click.option("--seed", default=0, type=int)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="[default: runs/<time>-<loader>]")
 @click.option(
@@ -360,6 +375,7 @@ def run(
         except (FileNotFoundError, ImportError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         loaders.append(train_loader)
+        info.update(loader_budget(train_loader))
         if len(train_loader) == 0:
             per_rank = f" over {placement.world_size} ranks" if placement.distributed else ""
             raise click.ClickException(

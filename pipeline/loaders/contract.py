@@ -82,6 +82,19 @@ class LoaderConfig:
     channels_last: bool = False  # images in channels_last memory format (the NHWC the loader made)
 
 
+def default_workers() -> int:
+    """Loader threads or processes for this rank: the cores this process may use, shared by the ranks
+    on this machine, at least 1.
+
+    The cores are the process's CPU affinity (`os.sched_getaffinity`), which follows `taskset`,
+    cgroup cpusets (containers) and SLURM's task binding, where `os.cpu_count()` counts the whole
+    machine; the ranks are torchrun's LOCAL_WORLD_SIZE (1 alone). Under `torchrun --nproc-per-node 8`
+    on 64 cores each rank gets 8, not 64.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 class CorruptSample(RuntimeError):
     """A sample that cannot be decoded during loading; the message names the shard and key (or the
     split's shards when the loader cannot tell which) and points to `alexnet-tools verify`."""
@@ -141,7 +154,7 @@ def make_loader(
 
     `train` (augment) defaults to `split == "train"`, `last_batch` to `"drop"` when training and
     `"partial"` otherwise; `workers` (DALI threads, DataLoader processes; 0 loads in the main
-    process) defaults to every core.
+    process) defaults to `default_workers()`: this process's cores over the ranks on this machine.
     `epochs`, when given, is the run's length: a loader prepares no epoch past the last.
     `normalize` and `channels_last`: the values and memory format (module docstring).
     `options` go to the loader class (e.g. DALI's `prefetch_queue_depth`).
@@ -169,7 +182,7 @@ def make_loader(
         train=train,
         ten_crop=ten_crop,
         dtype=dtype,
-        workers=(os.cpu_count() or 1) if workers is None else workers,
+        workers=default_workers() if workers is None else workers,
         with_draws=with_draws,
         epochs=epochs,
         normalize=normalize,

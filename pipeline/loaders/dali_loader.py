@@ -241,6 +241,38 @@ def to_torch(batch: Any, device: torch.device, channels_last: bool = False) -> t
     return images.movedim(-1, -3) if channels_last else images
 
 
+def handover_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """The stream DALI's outputs are handed over on: torch's current stream of `device` (None on the CPU).
+
+    With it, `Pipeline.outputs` returns once the batch's work is queued: torch's stream waits on
+    that one batch's event, and the output buffers are re-bound to torch's stream, so they are
+    freed in its order after the last kernel that reads them. Without it DALI's executor waits
+    for the batch on the host (docs/design.md, "GPU path", §2).
+    """
+    return torch.cuda.current_stream(device) if device.type == "cuda" else None
+
+
+def labels_to(labels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host labels onto `device`: pinned first on a GPU, so the copy really is asynchronous (a
+    non-blocking copy from pageable memory is staged and synchronous for the host)."""
+    if device.type != "cuda":
+        return labels
+    return labels.pin_memory().to(device, non_blocking=True)
+
+
+def decoder_buffers(threads: int, gpu: bool) -> dict[str, int]:
+    """What nvJPEG preallocates for `threads` decoding threads of one rank ("mixed" decoder only):
+    two pinned host buffers and one device buffer of GPU_DECODE_PADDING bytes per thread (the
+    `host_memory_padding` and `device_memory_padding` schema docs). Recorded in config.json."""
+    padding = GPU_DECODE_PADDING if gpu else 0
+    return {
+        "threads": threads,
+        "padding_bytes": padding,
+        "pinned_host_bytes": 2 * padding * threads,
+        "device_bytes": padding * threads,
+    }
+
+
 def cuda_index(device: torch.device) -> int:
     """The CUDA ordinal of `device` ("cuda" alone means torch's current device)."""
     return torch.cuda.current_device() if device.index is None else device.index
@@ -269,6 +301,7 @@ class DaliLoader(SeededEpochs):
         self.settings = GraphSettings(
             gpu, load_stats(config.data), dtype, hw_decoder_load, config.normalize, config.channels_last
         )
+        self.decoder_buffers = decoder_buffers(max(1, config.workers), gpu)
         self._checkpoint: bytes | str | None = None  # set by load_state_dict, consumed by __iter__
         self._pipe: Pipeline | None = None
         self._ahead: tuple[int, Pipeline] | None = None  # (next epoch, its pipeline, already started)
@@ -288,7 +321,7 @@ class DaliLoader(SeededEpochs):
         order = shard_order(len(self.tars), c, epoch)
         pipe = Pipeline(
             batch_size=c.batch_size,
-            num_threads=max(1, c.workers),
+            num_threads=self.decoder_buffers["threads"],
             device_id=cuda_index(c.device) if self.settings.gpu else None,
             seed=derive_seed(c.seed, epoch, c.rank),
             prefetch_queue_depth=depth or self.prefetch_queue_depth,
@@ -343,13 +376,14 @@ class DaliLoader(SeededEpochs):
                 self._pipe = None
 
     def outputs(self, pipe: Pipeline) -> tuple:
-        """The next batch's outputs; a sample the decoder fails on becomes a CorruptSample.
+        """The next batch's outputs, bound to torch's current stream on a GPU (`handover_stream`);
+        a sample the decoder fails on becomes a CorruptSample.
 
         DALI's error names the operator but neither the tar nor the key, so the message names the
         split's shards and points to `alexnet-tools verify`, which finds the sample.
         """
         try:
-            return pipe.outputs()
+            return pipe.outputs(cuda_stream=handover_stream(self.config.device))
         except RuntimeError as e:
             if "fn.decoders." not in str(e):
                 raise
@@ -371,7 +405,7 @@ class DaliLoader(SeededEpochs):
         """DALI outputs → (images on the device, int64 labels[, draws]), trimmed to `keep` samples."""
         device = self.config.device
         images = to_torch(outputs[0], device, self.config.channels_last)[:keep]
-        labels = decode_labels(outputs[1].as_array())[:keep].to(device, non_blocking=True)
+        labels = labels_to(decode_labels(outputs[1].as_array())[:keep], device)
         if not self.config.with_draws:
             return images, labels
         pos_x, pos_y, flip, alpha = (np.asarray(o.as_array())[:keep] for o in outputs[2:])

@@ -71,6 +71,14 @@ def test_end_to_end(trained):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["loader"] == kind and config["batch_size"] == BATCH
+    assert config["workers"] == 2 and config["cudnn_benchmark"] is False  # -j 2; the CPU keeps bit-exact kernels
+    if kind == "dali":  # no nvJPEG buffers on the CPU
+        assert config["dali_decoder_buffers"] == {
+            "threads": 2,
+            "padding_bytes": 0,
+            "pinned_host_bytes": 0,
+            "device_bytes": 0,
+        }
     assert [r["step"] for r in records(run, "train")] == [2, 4]
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait"] <= 1 for r in records(run, "train"))
     (epoch,) = records(run, "epoch")
