@@ -3,9 +3,11 @@
 The *ceiling* is `train` fed one batch that already sits on the device, handed out again and again
 (`ResidentBatches`): no decoding, no copying, no waiting, so it is as fast as this model, device
 and batch size can step. A loader is *fed* when the same loop runs at (nearly) that rate with its
-batches instead. Timing reuses `train` itself with `log_every=1` and reads its metrics.jsonl, so
-the bench measures exactly the loop that `alexnet-train` runs; the first `warmup` steps (allocator,
-kernel selection, the loader's first fill) are left out.
+batches instead. Timing reuses `train` itself and reads its metrics.jsonl, so the bench measures
+exactly the loop that `alexnet-train` runs, at the trainer's own log interval (a shorter one would
+add a host-device synchronisation per interval that the trainer does not pay). A `Plan` says which
+intervals are timed: whole intervals inside the first epoch, after a warm-up (allocator, kernel
+selection, the loader's first fill), with no validation and no checkpoint write among them.
 """
 
 import json
@@ -60,34 +62,79 @@ class Rate:
     steps: int
 
 
-def read_rate(metrics_path: Path, batch_size: int, warmup: int) -> Rate:
-    """Time-weighted rate and data-wait over the "train" records after the first `warmup` (log_every=1)."""
+@dataclass(frozen=True)
+class Plan:
+    """How one row is timed: `warmup` steps, then `steps` timed ones, both whole log intervals, all in one epoch.
+
+    The loop logs every `log_every` steps, as alexnet-train does (its default interval or longer),
+    so the timed loop reads the loss and the meter as rarely as the trainer's. Every timed interval
+    lies inside the first epoch: no epoch end, no validation and no checkpoint write falls before
+    the last one (the run stops at `total` steps and only then writes its last.pt).
+    """
+
+    log_every: int
+    warmup: int
+    steps: int
+
+    @property
+    def total(self) -> int:
+        return self.warmup + self.steps
+
+
+def make_plan(steps: int, warmup: int, log_every: int) -> Plan:
+    """`steps` and `warmup` rounded up to whole intervals of `log_every` (at least one timed interval)."""
+    whole = lambda n: -(-n // log_every) * log_every  # noqa: E731
+    return Plan(log_every, whole(warmup), max(whole(steps), log_every))
+
+
+def read_rate(metrics_path: Path, batch_size: int, plan: Plan) -> Rate:
+    """Time-weighted rate and data-wait over the timed intervals: the "train" records after the warm-up.
+
+    Refuses a record outside the first epoch or a missing interval: the plan promises whole
+    intervals inside one epoch, and a rate from anything else would not be the trainer's.
+    """
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    steps = [r for r in records if r["kind"] == "train"][warmup:]
-    if not steps:
-        raise ValueError(f"{metrics_path}: no timed steps after {warmup} warm-up steps")
-    walls = [batch_size / r["images_per_s"] for r in steps]
+    timed = [
+        r for r in records if r["kind"] == "train" and not r.get("partial") and plan.warmup < r["step"] <= plan.total
+    ]
+    if len(timed) != plan.steps // plan.log_every or any(r["epoch"] != 0 for r in timed):
+        raise ValueError(
+            f"{metrics_path}: expected {plan.steps // plan.log_every} intervals of {plan.log_every} steps "
+            f"in epoch 0 after {plan.warmup} warm-up steps, found {len(timed)}"
+        )
+    walls = [plan.log_every * batch_size / r["images_per_s"] for r in timed]
     wall = sum(walls)
-    wait = sum(r["data_wait"] * w for r, w in zip(steps, walls))
-    return Rate(batch_size * len(steps) / wall, wait / wall, len(steps))
+    wait = sum(r["data_wait"] * w for r, w in zip(timed, walls))
+    return Rate(batch_size * plan.steps / wall, wait / wall, plan.steps)
 
 
-def measure(
-    model: nn.Module, batches: Batches, batch_size: int, steps: int, warmup: int, cfg: TrainConfig | None = None
-) -> Rate:
-    """Run `train` for warmup + steps optimiser steps on `batches` in a throwaway run folder; time the last `steps`.
+def measure(model: nn.Module, batches: Batches, batch_size: int, plan: Plan, cfg: TrainConfig | None = None) -> Rate:
+    """Run `train` for `plan.total` steps of one epoch of `batches` in a throwaway run folder; time the timed intervals.
 
     `model` must already sit on its device; it is trained (its weights change). `cfg` sets the
-    recipe knobs (amp, channels_last, compile); the step budget, logging and output are set here.
+    recipe knobs (amp, channels_last, compile), as alexnet-train's; the step budget, logging,
+    saving and output are set here: no validation, no periodic or timed save, no plot.
     """
-    base = cfg or TrainConfig()
-    total = warmup + steps
+    per_epoch = len(batches) if hasattr(batches, "__len__") else None
+    if per_epoch is not None and per_epoch < plan.total:
+        raise ValueError(
+            f"one epoch holds {per_epoch} batches of {batch_size}, and the bench times {plan.total} steps "
+            f"({plan.warmup} warm-up + {plan.steps} timed, in intervals of {plan.log_every}) inside one epoch"
+        )
     run_cfg = replace(
-        base, epochs=max(base.epochs, total), max_steps=total, log_every=1, save_every=0, progress=False, plot=False
+        cfg or TrainConfig(),
+        epochs=1,
+        max_steps=plan.total,
+        log_every=plan.log_every,
+        save_every=0,
+        save_every_minutes=0.0,
+        progress=False,
+        plot=False,
+        tensorboard=False,
     )
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-train-") as run_dir:
         train(model, batches, None, run_cfg, run_dir, resume=False)
-        return read_rate(Path(run_dir) / "metrics.jsonl", batch_size, warmup)
+        return read_rate(Path(run_dir) / "metrics.jsonl", batch_size, plan)
 
 
 def verdict(rate: Rate, ceiling: Rate) -> str:

@@ -1,12 +1,12 @@
 """`alexnet-bench`: the benchmarks, one click group (`loaders`, `offline`)."""
 
-import json
 from pathlib import Path
 
 import click
 
 from alexnet.pipeline.bench.loaders import WARMUP_BATCHES, format_table, plot, run_bench
 from alexnet.tools.bench_offline import offline
+from alexnet.tools.bench_outputs import json_option, plot_option, write_json
 from alexnet.tools.bench_train import train_bench
 from alexnet.tools.options import check_device, data_option, normalize_option, parse_loader_list
 
@@ -50,8 +50,8 @@ def main() -> None:
     type=click.IntRange(1),
     help="Run everything this many times, interleaved; keep each row's best.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG bar chart.")
+@json_option
+@plot_option
 @normalize_option
 def loaders(
     data: Path,
@@ -74,8 +74,7 @@ def loaders(
         raise click.ClickException(str(e)) from None
     click.echo(format_table(result))
     if json_path:
-        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        click.echo(f"→ {json_path}")
+        write_json(result.to_json(), json_path)
     if plot_path:
         plot(result, plot_path)
         click.echo(f"→ {plot_path}")

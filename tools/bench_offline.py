@@ -1,11 +1,11 @@
 """`alexnet-bench offline`: prepare and pca-stats rates against their same-run baselines."""
 
-import json
 from pathlib import Path
 
 import click
 
 from alexnet.pipeline.bench.offline import bench_offline
+from alexnet.tools.bench_outputs import json_option, write_json
 
 
 @click.command("offline")
@@ -31,9 +31,7 @@ from alexnet.pipeline.bench.offline import bench_offline
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the shards are written (and removed) [default: the system's temporary folder].",
 )
-@click.option(
-    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures as JSON."
-)
+@json_option
 def offline(
     imagenet_dir: Path,
     workers: int | None,
@@ -60,7 +58,7 @@ def offline(
         f"per CPU-second {ratio(r['pca_vs_decode_per_cpu'])}"
     )
     if json_path:
-        json_path.write_text(json.dumps(r, indent=2) + "\n")
+        write_json(r, json_path)
 
 
 def ratio(value: float | None) -> str:

@@ -27,7 +27,7 @@ from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
 from alexnet.model.train import TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
-from alexnet.pipeline.loaders.contract import CorruptSample
+from alexnet.pipeline.loaders.contract import CorruptSample, Loader
 from alexnet.pipeline.store.manifest import read_manifest
 from alexnet.tools.options import check_device, class_count, data_option, default_device, normalize_option
 
@@ -48,6 +48,16 @@ def build_model(num_classes: int, init: str, parallel: str, device: torch.device
         )
         return towers_from_alexnet(model, (device, second))
     return model.to(device)
+
+
+def trainer_loader(
+    kind: str, data: Path, split: str, batch_size: int, device: torch.device, **options: object
+) -> Loader:
+    """A loader built as alexnet-train builds it for its loop: channels_last exactly when the trainer runs
+    NHWC (on CUDA), and the caller's normalisation, workers, seed and rank (`alexnet-bench train` uses it too,
+    so that the bench's batches are the trainer's)."""
+    channels_last = device.type == "cuda" and TrainConfig.channels_last  # the trainer's NHWC
+    return make_loader(kind, data, split, batch_size, device, channels_last=channels_last, **options)
 
 
 def data_identity(data: Path) -> dict[str, object]:
@@ -299,7 +309,7 @@ def run(
     model = build_model(num_classes, init, parallel, placement.device)
 
     def loader(split: str, **kw):
-        return make_loader(
+        return trainer_loader(
             loader_kind,
             data,
             split,
@@ -310,7 +320,6 @@ def run(
             world_size=placement.world_size,
             workers=workers,
             normalize=normalize,
-            channels_last=placement.device.type == "cuda" and TrainConfig.channels_last,  # the trainer's NHWC
             **kw,
         )
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alexnet.pipeline.bench.charts import bar_chart
 from alexnet.pipeline.bench.timing import Measurement, Stopwatch, best_of
 from alexnet.pipeline.loaders.contract import Loader, make_loader
 from alexnet.pipeline.store.shards import ShardReader, index_path, reader_pool, worker_reader
@@ -224,11 +225,6 @@ def format_table(result: BenchResult) -> str:
 
 def plot(result: BenchResult, path: Path) -> None:
     """A bar chart of images/s: the ceilings, then each loader."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     j = result.to_json()
     names = (
         ["Pillow decode\n(ceiling)"] + (["DALI CPU\ndecode"] if j["dali_decode_ceiling"] else []) + list(j["loaders"])
@@ -239,12 +235,5 @@ def plot(result: BenchResult, path: Path) -> None:
     colours = ["0.6"] * (len(names) - len(j["loaders"])) + [
         "tab:green" if n == "dali" else "tab:blue" for n in j["loaders"]
     ]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(names, rates, color=colours)
-    ax.bar_label(bars, fmt="%.0f")
-    ax.margins(y=0.12)
-    ax.set_ylabel("images / s")
-    ax.set_title(f"Training batches on {result.device}, {result.cores} cores, batch {result.batch_size}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"Training batches on {result.device}, {result.cores} cores, batch {result.batch_size}"
+    bar_chart(names, rates, colours, title, path)
