@@ -225,7 +225,10 @@ def finished_shards(out: Path, split: str, record: dict) -> tuple[dict[str, dict
     shards = [s for s in record["shards"] if (out / split / s["name"]).is_file()]
     for shard in tqdm(shards, desc=f"check {split}", unit="shard", disable=not shards):
         tar = out / split / shard["name"]
-        if tar.stat().st_size == shard["bytes"] and sha256_file(tar) == shard["sha256"] and index_agrees(tar, shard):
+        whole = (
+            tar.stat().st_size == shard["bytes"] and sha256_file(tar) == shard["sha256"] and index_agrees(tar, shard)
+        )
+        if whole and shard["samples"]:  # an empty shard (an older prepare's) goes: no loader can read it
             done[shard["name"]] = shard
         else:
             differ.append(shard["name"])
@@ -386,7 +389,8 @@ def prepare_split(
     with tqdm(total=sum(len(c) for _, c in todo), desc=f"prepare {split}", unit="img", smoothing=0.05) as bar:
         for name, chunk in todo:
             shard, quarantine = write_shard(folder / name, chunk, outputs, result, bar)
-            record["shards"].append(shard)
+            if shard is not None:  # None: every image of the chunk is in quarantine, and no shard is written
+                record["shards"].append(shard)
             record["quarantine"].extend(quarantine)
             record["shards"].sort(key=lambda s: s["name"])
             record["quarantine"].sort(key=lambda q: q["path"])
@@ -401,8 +405,12 @@ def prepare_split(
 
 def write_shard(
     tar: Path, chunk: list[ilsvrc.Sample], outputs: Iterator, result: SplitResult, bar: tqdm
-) -> tuple[dict, list[dict]]:
-    """Append one chunk's results to a new shard and publish it; returns its record and quarantine."""
+) -> tuple[dict | None, list[dict]]:
+    """Append one chunk's results to a new shard and publish it; returns its record and quarantine.
+
+    A chunk whose every image is quarantined writes no shard (record None): a 0-sample tar is one
+    DALI refuses to index. Its name is skipped, so the other shards keep theirs.
+    """
     writer, quarantine = ShardWriter(tar), []
     try:
         for sample in chunk:
@@ -419,6 +427,11 @@ def write_shard(
                 if info != "JPEG/RGB":
                     result.converted[info] += 1
             bar.update()
+        if not writer.count:
+            writer.abort()
+            tar.unlink(missing_ok=True)  # an empty shard an older prepare left under this name
+            index_path(tar).unlink(missing_ok=True)
+            return None, quarantine
         writer.close()
     except BaseException:
         writer.abort()

@@ -512,3 +512,52 @@ def test_loaders_refuse_an_unfinished_or_incomplete_output(with_pca: Path, copy_
     split = "train" if damage == "unfinished" else "val"
     with pytest.raises(NotPrepared, match=message.replace("(", r"\(")):
         make_loader(kind, out, split, 4, workers=1)
+
+
+# --- issue 22: no empty shards ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch", "ffcv", "ffcv-raw"])
+def test_quarantine_at_shard_size_one_writes_no_empty_shard_and_every_loader_reads_it(
+    kind: str, shard_size_one: Path
+) -> None:
+    """synth's planted empty and non-image files, one image per shard: each would have been a 0-sample
+    shard (DALI refuses its index). No such shard is written, verify passes, and every loader reads all."""
+    if kind.startswith("ffcv") and __import__("importlib").util.find_spec("ffcv") is None:
+        pytest.skip("FFCV is not installed")
+    out = shard_size_one
+    manifest = read_manifest(out)
+    train = manifest["splits"]["train"]
+    assert len(train["quarantine"]) == 2 and all(s["samples"] == 1 for s in train["shards"])
+    assert sorted(p.name for p in (out / "train").glob("*.tar")) == sorted(s["name"] for s in train["shards"])
+    loader = make_loader(kind, out, "train", 2, "cpu", workers=1)
+    try:
+        labels = [int(v) for _, batch_labels in loader for v in batch_labels]
+    finally:
+        loader.close()
+    assert len(labels) == train["samples"] == 22
+    assert sorted(labels) == sorted(i for i, n in enumerate(train["class_counts"]) for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def shard_size_one(tmp_path_factory) -> Path:
+    """synth (3 classes × 8 train images, 2 of them planted bad) → prepare --shard-size 1 → verify → pca-stats
+    → export-ffcv (both kinds)."""
+    from alexnet.pipeline.offline.synth import write_tree
+    from alexnet.tools.export_ffcv import export_ffcv
+
+    root = tmp_path_factory.mktemp("shard-size-one")
+    write_tree(root / "src", classes=3, train_per_class=8, val_per_class=2, seed=0)
+    out = root / "out"
+    result = CliRunner().invoke(
+        prepare_cmd, ["--imagenet-dir", str(root / "src"), "--out", str(out), "--shard-size", "1", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    for command, extra in ((verify_cmd, []), (pca_stats, [])):
+        done = CliRunner().invoke(command, ["--data", str(out), *extra])
+        assert done.exit_code == 0, done.output
+    if __import__("importlib").util.find_spec("ffcv") is not None:
+        for extra in ([], ["--raw"]):
+            done = CliRunner().invoke(export_ffcv, ["--data", str(out), "--workers", "1", *extra])
+            assert done.exit_code == 0, done.output
+    return out
