@@ -92,6 +92,11 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         importlib.import_module("numpy").random.set_state(state["numpy"])
 
 
+def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a nan or an inf (checked on a CPU copy, before saving)."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def detached(obj: Any) -> Any:
     """`obj` with every tensor copied to the CPU (dicts, lists and tuples rebuilt), so that training can
     go on changing the originals while the copy is written."""

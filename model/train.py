@@ -22,6 +22,7 @@ import json
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,7 @@ from alexnet.model import distributed
 from alexnet.model.checkpoint import (
     BackgroundSaver,
     detached,
+    non_finite,
     rng_state,
     set_rng_state,
     write_atomic,
@@ -55,6 +57,19 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 class TrainError(Exception):
     """A run that cannot go on as asked (e.g. a resume with another world size mid-epoch); one line."""
+
+
+class Diverged(TrainError):
+    """The training loss (or a weight about to be saved) is no longer finite: the run stops, and no
+    checkpoint is written from that state, so last.pt and best.pt keep the last finite one."""
+
+
+# A run "at the class prior": every training record for this many images in a row (over all ranks)
+# has a mean loss within PRIOR_MARGIN nats of ln(classes), the loss of predicting the prior. On
+# Imagenette §5's init left that band after about 8,000 images (docs/results.md), so 20,000 is a
+# long stretch on real photos, and on ImageNet a few hundred steps at the paper's batch of 128.
+PRIOR_MARGIN = 0.1
+PRIOR_IMAGES = 20_000
 
 
 @dataclass
@@ -83,6 +98,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on rank 0 (tqdm hides it when stderr is not a terminal)
     plot: bool = True  # redraw curves.png after every epoch
     tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard events to the run folder
+    prior_images: int = PRIOR_IMAGES  # warn once when the loss sat at ln(classes) for this many images
 
 
 @dataclass
@@ -98,6 +114,8 @@ class TrainState:
     interval_loss_sum: float = 0.0  # ... and over the steps since the last "train" record
     interval_steps: int = 0
     stopped_by: str = ""  # the signal that stopped the run ("SIGTERM", ...), "" otherwise
+    prior_images: int = 0  # images of the latest records in a row whose loss sat at ln(classes)
+    prior_warned: bool = False  # the class-prior warning was given (once per run)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -292,6 +310,8 @@ class _Run:
     saver: BackgroundSaver = field(default_factory=BackgroundSaver)
     signals: StopSignals = field(default_factory=StopSignals)
     last_save: float = field(default_factory=time.monotonic)
+    saved_step: int | None = None  # the step last.pt holds (None: no last.pt yet)
+    classes: int = 0  # the network's outputs, read off the logits' shape (no sync)
 
     @property
     def channels_last(self) -> bool:
@@ -316,6 +336,7 @@ def _resume(run: _Run) -> Any:
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["schedule"])
     run.state = state
+    run.saved_step = state.step
     if saved_world == world:
         set_rng_state(ckpt["rng"][rank])
     else:
@@ -340,13 +361,18 @@ def _save_last(run: _Run, train_batches: Batches, wait: bool = False) -> None:
     """Write last.pt: everything needed to continue exactly here (a collective call under DDP).
 
     The state is copied to the CPU here (the only device sync) and written on the saver's thread;
-    with `wait` this returns once it is on disk (at a stop).
+    with `wait` this returns once it is on disk (at a stop). A non-finite loss on any rank, or a
+    non-finite weight in the copy, raises `Diverged` instead, and last.pt keeps the last finite state.
     """
+    if not all(distributed.all_gather_objects(_loss_finite(run.state))):
+        raise _diverged(run, "the training loss")
     rng = distributed.all_gather_objects(rng_state(run.devices))
     loaders = distributed.all_gather_objects(_loader_state(train_batches))
     if run.placement.is_main:
+        model = detached(run.core.state_dict())
+        _check_weights(run, model, "last.pt")
         ckpt = {
-            "model": detached(run.core.state_dict()),
+            "model": model,
             "optimizer": detached(run.optimizer.state_dict()),
             "schedule": run.schedule.state_dict(),
             "state": asdict(run.state),
@@ -356,6 +382,49 @@ def _save_last(run: _Run, train_batches: Batches, wait: bool = False) -> None:
         }
         run.saver.save(ckpt, run.run_dir / "last.pt", wait=wait)
     run.last_save = time.monotonic()
+    run.saved_step = run.state.step
+
+
+def _loss_finite(state: TrainState) -> bool:
+    """Whether the loss sums read at the last log step, save or epoch end are finite (host floats: no sync)."""
+    return math.isfinite(state.epoch_loss_sum) and math.isfinite(state.interval_loss_sum)
+
+
+def _diverged(run: _Run, what: str) -> Diverged:
+    """The one line a diverged run stops with: the step, what is not finite, and the checkpoint to go back to."""
+    run.saver.join()  # a save in flight is the last finite state: let it land before naming it
+    state, last = run.state, run.run_dir / "last.pt"
+    kept = (
+        f"{last} holds step {run.saved_step}, the last finite state"
+        if run.saved_step is not None and last.is_file()
+        else "no checkpoint was written before it"
+    )
+    return Diverged(f"step {state.step}: {what} is not finite (nan or inf); the run stops here and {kept}")
+
+
+def _check_weights(run: _Run, tensors: Mapping[str, torch.Tensor], name: str) -> None:
+    """Refuse to write `name` from a CPU copy holding a non-finite weight (it would replace a good one)."""
+    bad = non_finite(tensors)
+    if bad:
+        raise _diverged(run, f"{len(bad)} weight tensor(s) ({', '.join(bad[:3])}) about to be saved to {name}")
+
+
+def _note_prior(run: _Run, record: Mapping[str, Any], images: int) -> None:
+    """Warn once when the training loss has sat at ln(classes), the class prior's loss, for
+    `prior_images` images in a row: §5's init can stay there for long (docs/recipe.md)."""
+    state, cfg = run.state, run.cfg
+    prior = math.log(run.classes) if run.classes > 1 else 0.0
+    at_prior = run.classes > 1 and abs(record["loss"] - prior) < PRIOR_MARGIN
+    state.prior_images = state.prior_images + images if at_prior else 0
+    if state.prior_images >= cfg.prior_images and not state.prior_warned:
+        state.prior_warned = True
+        if run.placement.is_main:
+            tqdm.write(
+                f"warning: step {state.step}: the training loss has stayed within {PRIOR_MARGIN} of "
+                f"ln({run.classes}) = {prior:.3f}, the class prior's, for {state.prior_images:,} images; "
+                "the paper's init can sit there for long (docs/recipe.md); --init caffe leaves it sooner",
+                file=sys.stderr,
+            )
 
 
 def _position_loader(
@@ -374,22 +443,24 @@ def _position_loader(
     return batches
 
 
-def _stop_or_save(run: _Run, log_step: bool) -> tuple[bool, bool]:
-    """(stop now, save now) for the timed save and the signals, the same answer on every rank.
+def _stop_or_save(run: _Run, log_step: bool, diverged: bool = False) -> tuple[bool, bool, bool]:
+    """(stop now, save now, diverged) for the signals, the timed save and a non-finite loss read at
+    this log step: the same answer on every rank.
 
-    Alone, both are host flags checked after every step. Under DDP they are agreed at log steps
-    only (one small all-reduce there), so no step pays for a collective of its own.
+    Alone, these are host flags checked after every step. Under DDP they are agreed at log steps
+    only (one small all-reduce there), so no step pays for a collective of its own, and a loss
+    that is non-finite on one rank stops them all at the same step.
     """
     timed = run.cfg.save_every_minutes > 0 and time.monotonic() - run.last_save >= run.cfg.save_every_minutes * 60
     if not run.placement.distributed:
-        return bool(run.signals.received), timed
+        return bool(run.signals.received), timed, diverged
     if not log_step:
-        return False, False
-    flags = torch.tensor([bool(run.signals.received), timed], dtype=torch.int32, device=run.placement.device)
-    stop, save = distributed.all_reduce_sum(flags).tolist()
+        return False, False, False
+    flags = torch.tensor([bool(run.signals.received), timed, diverged], dtype=torch.int32, device=run.placement.device)
+    stop, save, bad = distributed.all_reduce_sum(flags).tolist()
     if stop and not run.signals.received:
         run.signals.received = "a signal to another rank"
-    return stop > 0, save > 0
+    return stop > 0, save > 0, bad > 0
 
 
 def _train_record(run: _Run, meter: Meter, lr: float, partial: bool = False) -> dict[str, Any]:
@@ -437,7 +508,7 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
     try:
         while True:
             if cfg.max_steps is not None and state.step >= cfg.max_steps:
-                read_sums()
+                read_sums()  # last.pt is written next, after _save_last's finite check
                 if meter.seen and run.placement.is_main:
                     run.log.write(_train_record(run, meter, lr, partial=True))
                 return "max_steps"
@@ -445,13 +516,17 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
             batch = next(batches, None)
             if batch is None:
                 read_sums()
+                if not _loss_finite(state):  # before validation and best.pt
+                    raise _diverged(run, "the training loss")
                 return "epoch"
             meter.after_next()
             images, labels = batch
             if run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.amp):
-                loss = F.cross_entropy(run.net(images).float(), labels.to(device, non_blocking=True))
+                logits = run.net(images)
+                loss = F.cross_entropy(logits.float(), labels.to(device, non_blocking=True))
+            run.classes = logits.shape[1]
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -463,11 +538,16 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
             state.interval_steps += 1
             bar.update(1)
             log_step = state.step % cfg.log_every == 0
+            where = "on another rank"  # what the diverged line says if this rank's loss was finite
             if log_step:
-                read_sums()
+                read_sums()  # the log step's one read of the device: the loss check rides on it
+                if not _loss_finite(state):
+                    where = f"over steps {state.step - state.interval_steps + 1}-{state.step}"
+                images_seen = meter.seen * run.placement.world_size
                 record = _train_record(run, meter, lr)
                 if run.placement.is_main:
                     run.log.write(record)
+                _note_prior(run, record, images_seen)
                 bar.set_postfix(
                     loss=f"{record['loss']:.3f}",
                     img_s=f"{record['images_per_s']:.0f}",
@@ -475,7 +555,9 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
                 )
                 state.interval_loss_sum, state.interval_steps = 0.0, 0
                 sums[1] = 0.0
-            stop, timed = _stop_or_save(run, log_step)
+            stop, timed, diverged = _stop_or_save(run, log_step, diverged=where != "on another rank")
+            if diverged:
+                raise _diverged(run, f"the training loss {where}")
             if stop:
                 read_sums()
                 state.stopped_by = run.signals.received
@@ -485,6 +567,8 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
             if timed or (cfg.save_every and state.step % cfg.save_every == 0):
                 read_sums()
                 _save_last(run, train_batches)
+    except Diverged:
+        raise  # nothing from a non-finite state is saved
     except Exception:
         # A loader failure (e.g. a sample that cannot be decoded): keep what was trained so far. Under
         # DDP the other ranks are not here, so a collective save would hang: the last periodic save stands.
@@ -525,8 +609,10 @@ def _end_epoch(run: _Run, val_batches: Batches | None, lr: float, seconds: float
     if main:
         run.log.write(record)
         if improved:
+            model = detached(run.core.state_dict())
+            _check_weights(run, model, "best.pt")
             best = {
-                "model": detached(run.core.state_dict()),
+                "model": model,
                 "epoch": state.epoch,
                 "step": state.step,
                 "eval": state.last_eval,

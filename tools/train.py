@@ -25,7 +25,7 @@ from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
 from alexnet.model.checkpoint import WriteFailed
 from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
-from alexnet.model.train import TrainConfig, TrainError, train
+from alexnet.model.train import Diverged, TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
 from alexnet.pipeline.loaders.contract import CorruptSample, Loader
 from alexnet.pipeline.store.manifest import read_manifest
@@ -58,6 +58,27 @@ def trainer_loader(
     so that the bench's batches are the trainer's)."""
     channels_last = device.type == "cuda" and TrainConfig.channels_last  # the trainer's NHWC
     return make_loader(kind, data, split, batch_size, device, channels_last=channels_last, **options)
+
+
+# The exit code of a run stopped by a non-finite loss (click uses 1 for its errors, 2 for usage).
+DIVERGED_EXIT = 3
+
+
+class DivergedRun(click.ClickException):
+    """A run stopped by a non-finite loss: one line, and its own exit code, so a job script can tell it apart."""
+
+    exit_code = DIVERGED_EXIT
+
+
+def warn_known_bad(init: str, normalize: str) -> None:
+    """One line before training for a combination known to start badly (a warning, not a refusal: the run
+    stops by itself if it diverges, and someone reproducing docs/recipe.md may want exactly this)."""
+    if init == "kaiming" and normalize == "mean":
+        click.echo(
+            "warning: --init kaiming with --normalize mean starts at a loss of about 60 and can diverge to nan "
+            "(docs/recipe.md); He init assumes unit-variance inputs: add --normalize std",
+            err=True,
+        )
 
 
 def data_identity(data: Path) -> dict[str, object]:
@@ -240,6 +261,9 @@ def main(**options: object) -> None:
     --resume RUN continues RUN with the settings its config.json records. Flags given again override
     its epochs, lr, momentum, weight decay, schedule, logging and saving; another --loader, -b, --init,
     --normalize, --parallel or --seed is refused. --max-steps applies to this invocation only.
+
+    A training loss that stops being finite ends the run with one line and exit code 3; no checkpoint
+    is written from that state, so last.pt and best.pt keep the last finite one.
     """
     resume = options["resume"]
     if isinstance(resume, Path):
@@ -305,6 +329,8 @@ def run(
         placement = distributed.setup_from_env(device, devices_per_rank=2 if parallel == "towers" else 1)
     except ValueError as e:
         raise click.ClickException(f"--parallel {parallel}: {e}") from None
+    if placement.is_main and not eval_only:
+        warn_known_bad(init, normalize)
     torch.manual_seed(seed)  # the initial weights (train() seeds again, per rank, for the dropout masks)
     model = build_model(num_classes, init, parallel, placement.device)
 
@@ -396,6 +422,11 @@ def run(
             state = train(
                 model, train_loader, val_loader, cfg, run_dir, placement=placement, info=info, resume=resume is not None
             )
+        except Diverged as e:
+            raise DivergedRun(
+                f"{e}; continue from it with a lower --lr (--resume {run_dir} --lr ...), "
+                "or start anew with an init that suits the inputs (docs/recipe.md)"
+            ) from None
         except CorruptSample as e:
             raise click.ClickException(f"{e}; {run_dir / 'last.pt'} keeps the run up to the batch before") from None
         except (TrainError, WriteFailed) as e:
