@@ -25,7 +25,7 @@ from PIL import Image
 
 from alexnet.pipeline.bench.charts import bar_chart
 from alexnet.pipeline.bench.timing import Measurement, Stopwatch, best_of
-from alexnet.pipeline.loaders.contract import Loader, make_loader
+from alexnet.pipeline.loaders import Loader, make_loader
 from alexnet.pipeline.store.shards import ShardReader, index_path, reader_pool, worker_reader
 
 WARMUP_BATCHES = 3

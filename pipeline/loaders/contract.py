@@ -1,6 +1,6 @@
-"""One entry point for every loader, and the contract they share (docs/design.md, batch contract).
+"""The contract every loader shares (docs/design.md, batch contract); it imports no loader.
 
-`make_loader(kind, data, split, ...)` returns a `Loader`: iterate it for `(images, labels)`
+`make_loader(kind, data, split, ...)` (in `alexnet.pipeline.loaders`) returns a `Loader`: iterate it for `(images, labels)`
 (images float32 or float16 `[B, 3, 224, 224]`, or `[B, 10, 3, 224, 224]` with ten crops, on the
 requested device; labels int64 `[B]`), `len()` is its number of batches this epoch, `set_epoch(e)`
 picks the epoch, and `state_dict()` / `load_state_dict()` resume in the middle of one.
@@ -50,7 +50,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from alexnet.pipeline.augment import Normalize, check_normalize
+from alexnet.pipeline.augment import Normalize
 
 LoaderKind = Literal["dali", "torch", "ffcv", "ffcv-raw"]
 LastBatch = Literal["drop", "partial"]
@@ -127,80 +127,6 @@ class Loader(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
-
-
-def make_loader(
-    kind: LoaderKind,
-    data: Path | str,
-    split: str,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    epoch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    last_batch: LastBatch | None = None,
-    train: bool | None = None,
-    ten_crop: bool = False,
-    dtype: torch.dtype = torch.float32,
-    workers: int | None = None,
-    with_draws: bool = False,
-    epochs: int | None = None,
-    normalize: Normalize = "mean",
-    channels_last: bool = False,
-    **options: Any,
-) -> Loader:
-    """Build a `kind` loader over `data/split`; defaults follow the split.
-
-    `train` (augment) defaults to `split == "train"`, `last_batch` to `"drop"` when training and
-    `"partial"` otherwise; `workers` (DALI threads, DataLoader processes; 0 loads in the main
-    process) defaults to `default_workers()`: this process's cores over the ranks on this machine.
-    `epochs`, when given, is the run's length: a loader prepares no epoch past the last.
-    `normalize` and `channels_last`: the values and memory format (module docstring).
-    `options` go to the loader class (e.g. DALI's `prefetch_queue_depth`).
-    """
-    train = split == "train" if train is None else train
-    if ten_crop and train:
-        raise ValueError("ten_crop is a validation mode; pass train=False (or a split other than train)")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-    if last_batch not in (None, "drop", "partial"):
-        raise ValueError(f"last_batch {last_batch!r}: choose drop or partial")
-    if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"dtype {dtype}: choose one of {', '.join(map(str, OUTPUT_DTYPES))}")
-    check_normalize(normalize)
-    config = LoaderConfig(
-        data=Path(data),
-        split=split,
-        batch_size=batch_size,
-        device=torch.device(device),
-        seed=seed,
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        last_batch=last_batch or ("drop" if train else "partial"),
-        train=train,
-        ten_crop=ten_crop,
-        dtype=dtype,
-        workers=default_workers() if workers is None else workers,
-        with_draws=with_draws,
-        epochs=epochs,
-        normalize=normalize,
-        channels_last=channels_last,
-    )
-    if kind == "dali":
-        from alexnet.pipeline.loaders.dali_loader import DaliLoader
-
-        return DaliLoader(config, **options)
-    if kind == "torch":
-        from alexnet.pipeline.loaders.torch_loader import TorchLoader
-
-        return TorchLoader(config, **options)
-    if kind in ("ffcv", "ffcv-raw"):
-        from alexnet.pipeline.loaders.ffcv_loader import FfcvLoader
-
-        return FfcvLoader(config, mode="raw" if kind == "ffcv-raw" else "jpg", **options)
-    raise ValueError(f"unknown loader {kind!r}; choose one of {', '.join(LOADER_KINDS)}")
 
 
 def derive_seed(*parts: int) -> int:
