@@ -18,6 +18,13 @@
 # instead of the synthetic set), BENCH_FAIL (runs made to fail on purpose, to see the failure path).
 # --dry-run (or DEVICE=cpu): every stage on the CPU with tiny sizes; it measures nothing.
 set -uo pipefail
+# Paths given relative to where the script was started, before it moves to the checkout (PY only
+# when it is a path, not a command name such as python3).
+for var in OUT BENCH_DATA WHEELS PY; do
+  val=${!var:-}
+  [ -n "$val" ] && [ "${val#/}" = "$val" ] && { [ "$var" != PY ] || [ "${val#*/}" != "$val" ]; } && export "$var=$PWD/$val"
+done
+export OUT=${OUT:-$PWD/bench-gpu}
 cd "$(dirname "$0")/.." || exit 1
 
 dry=
@@ -54,11 +61,34 @@ if [ -z "$PY" ] && [ -z "$dry" ]; then
   make .venv/.installed || exit 1
   PY=.venv/bin/python
 fi
-if [ -z "$PY" ] || ! has_torch "$PY"; then
-  echo "bench-gpu: no Python here imports torch${PY:+ ($PY)}; install a CUDA torch or set PY=/path/to/python" >&2
+# One look at $PY: "cuda", "cpu" or "none" (its torch), then the project's dependencies that do not
+# import, as pip names (DALI built for torch's CUDA major).
+probe=$("$PY" - 2>/dev/null <<'EOF'
+import importlib.util
+
+def found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing (nvidia for nvidia.dali)
+        return False
+
+try:
+    import torch
+except ImportError:
+    print("none")
+    raise SystemExit
+needs = {"numpy": "numpy", "numba": "numba", "PIL": "pillow", "click": "click", "tqdm": "tqdm",
+         "matplotlib": "matplotlib", "scipy": "scipy", "pytest": "pytest",
+         "nvidia.dali": f"nvidia-dali-cuda{(torch.version.cuda or '13').split('.')[0]}0"}
+print("cuda" if torch.cuda.is_available() else "cpu", *(pkg for module, pkg in needs.items() if not found(module)))
+EOF
+)
+read -r torch_kind missing <<<"${probe:-none}"
+if [ "$torch_kind" = none ]; then
+  echo "bench-gpu: ${PY:-neither python3 nor .venv/bin/python} does not import torch; install a CUDA torch or set PY=/path/to/python" >&2
   exit 1
 fi
-if [ -z "$dry" ] && ! has_cuda_torch "$PY"; then
+if [ -z "$dry" ] && [ "$torch_kind" != cuda ]; then
   echo "bench-gpu: torch in $PY sees no CUDA device; run it on a GPU machine, or with --dry-run to check its plumbing on the CPU" >&2
   exit 1
 fi
@@ -71,30 +101,12 @@ pip_install() {
   fi
 }
 
-# The project's dependencies that do not import, as pip names (DALI built for torch's CUDA major).
-missing=$("$PY" - <<'EOF'
-import importlib.util
-
-import torch
-
-def found(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a parent package is missing (nvidia for nvidia.dali)
-        return False
-
-dali = f"nvidia-dali-cuda{(torch.version.cuda or '13').split('.')[0]}0"
-needs = {"nvidia.dali": dali, "numpy": "numpy", "numba": "numba", "PIL": "pillow", "click": "click",
-         "tqdm": "tqdm", "matplotlib": "matplotlib", "scipy": "scipy", "pytest": "pytest"}
-print(" ".join(pkg for module, pkg in needs.items() if not found(module)))
-EOF
-)
 if [ -n "$missing" ]; then
   echo "bench-gpu: installing what $PY lacks: $missing${WHEELS:+ (from $WHEELS)}"
   # shellcheck disable=SC2086  # one word per package
   pip_install $missing || exit 1
 fi
-if ! "$PY" -c 'import ffcv' >/dev/null 2>&1 && [ -n "${WHEELS:-}" ] && compgen -G "$WHEELS/ffcv-*" >/dev/null; then
+if [ -n "${WHEELS:-}" ] && compgen -G "$WHEELS/ffcv-*" >/dev/null && ! "$PY" -c 'import ffcv' >/dev/null 2>&1; then
   pip_install ffcv opencv-python || echo "bench-gpu: FFCV from $WHEELS did not install; its runs are left out"
 fi
 # This checkout, importable as alexnet (an installed copy of another checkout would be measured instead).

@@ -41,6 +41,7 @@ STAGES = ("cuda-tests", "ceiling", "loaders", "train", "dali-sweep")
 LOADERS = ("dali", "torch", "ffcv")
 HW_DECODER_LOADS = (0.0, 0.65, 1.0)
 TAIL_LINES = 20
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the checkout's tests (an editable install's)
 OUTPUT_RESERVE_S = 10.0  # kept back from the budget for writing the three files at the end
 
 # Planning figures, not results: seconds a child needs to start (imports, CUDA context, cuDNN's
@@ -82,7 +83,7 @@ class Sizes:
         return math.ceil(self.train_images / self.classes)
 
 
-DRY_SIZES = Sizes(2, 1, 1, 1, 2, 1, (2,), False, (0.65,), classes=2, val_per_class=1)
+DRY_SIZES = Sizes(2, 1, 0, 1, 2, 1, (2,), False, (0.65,), classes=2, val_per_class=1)
 
 
 def gpu_sizes(intervals: int) -> Sizes:
@@ -129,15 +130,8 @@ def make_runs(sizes: Sizes, device: str, loaders: list[str], data: Path, runs_di
     loader_s = (s.loader_batches + s.loader_warmup) * s.batch / LOADER_RATE[device]
     pillow_s = s.batch * s.loader_batches / (PILLOW_RATE_PER_CORE * default_workers())
     pos = {k: i for i, k in enumerate(loaders)}
-    runs = [
-        Run(
-            "cuda-tests",
-            "cuda-tests",
-            [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests"],
-            CUDA_TESTS_S[device],
-            7,
-        )
-    ]
+    pytest = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(TESTS)]
+    runs = [Run("cuda-tests", "cuda-tests", pytest, CUDA_TESTS_S[device], 7)]
     for i, b in enumerate(s.ceiling_batches):
         name = f"ceiling-b{b}"
         argv = bench_cmd("train", *common, "--ceiling-only", "-b", str(b), *timing)
@@ -181,7 +175,7 @@ def select(runs: list[Run], stages: list[str]) -> list[Run]:
     return [r for r in runs if r.stage in stages or r.name in stages]
 
 
-def data_estimate(sizes: Sizes, device: str, ffcv: bool, reuse: bool) -> float:
+def data_estimate(sizes: Sizes, ffcv: bool, reuse: bool) -> float:
     """Seconds to make the data set on this process's cores (0 when a large enough one is there)."""
     if reuse:
         return 0.0
@@ -203,6 +197,13 @@ def fit_budget(runs: list[Run], budget_s: float) -> list[Run]:
     return [r for r in runs if r.name in kept]
 
 
+def skip(runs: list[Run], stage_test: Any, reason: str) -> None:
+    """Mark the runs not yet decided whose stage passes `stage_test` as skipped, with `reason`."""
+    for r in runs:
+        if not r.record and stage_test(r.stage):
+            r.record = {"status": "skipped", "reason": reason}
+
+
 def plan(
     minutes: float, device: str, dry: bool, loaders: list[str], data: Path | None, out: Path, stages: list[str]
 ) -> tuple[Sizes, list[Run], float]:
@@ -212,20 +213,17 @@ def plan(
     for sizes in candidates:
         path = data or default_data(out, sizes)
         runs = select(make_runs(sizes, device, loaders, path, out / "runs"), stages)
-        if dry:  # no CUDA device: pytest -m cuda would only skip every test (the CPU suite runs them in CI)
-            for r in runs:
-                if r.stage == "cuda-tests":
-                    r.record = {"status": "skipped", "reason": "dry run: no CUDA device, every test would skip"}
-        data_s = data_estimate(sizes, device, "ffcv" in loaders, data is not None or is_ready(path, "ffcv" in loaders))
+        if dry:  # no CUDA device: every test would skip (the CPU suite runs them anyway)
+            skip(runs, lambda stage: stage == "cuda-tests", "dry run: no CUDA device, every test would skip")
+        elif not TESTS.is_dir():
+            skip(runs, lambda stage: stage == "cuda-tests", f"no {TESTS} folder beside the installed code")
+        reuse = data is not None or is_ready(path, "ffcv" in loaders)
+        needs_data = any(r.stage != "cuda-tests" and not r.record for r in runs)
+        data_s = data_estimate(sizes, "ffcv" in loaders, reuse) if needs_data else 0.0
         if data_s + sum(r.estimate_s for r in runs if not r.record) <= budget:
             break
     if data_s > budget:  # not even the data set fits: measure nothing rather than overrun
-        for r in runs:
-            if r.stage != "cuda-tests" and not r.record:
-                r.record = {
-                    "status": "skipped",
-                    "reason": f"not in the budget: the data set alone needs ~{data_s:.0f} s",
-                }
+        skip(runs, lambda stage: stage != "cuda-tests", f"not in the budget: the data set alone needs ~{data_s:.0f} s")
         data_s = 0.0
     fit_budget(runs, budget - data_s)
     return sizes, runs, data_s
@@ -526,7 +524,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     names, rates, colours = [], [], []
     for name, r in doc["runs"].items():
         fig = r["record"].get("figures")
-        if not isinstance(fig, dict) or "images_per_s" in fig or not fig.get("loaders", fig.get("ceiling")):
+        if r["stage"] == "cuda-tests" or not fig:
             continue
         if r["stage"] == "ceiling":
             names.append(f"ceiling\nb{fig['batch_size']}" + ("\ncompile" if fig["compile"] else ""))
