@@ -283,6 +283,9 @@ def run_child(run: Run, timeout: float, log_path: Path, env: dict[str, str]) -> 
         except subprocess.TimeoutExpired:
             kill_group(proc)
             code, status = proc.returncode, "timeout"
+        except BaseException:  # Ctrl-C reaches only this process: the child's own group must go too
+            kill_group(proc)
+            raise
         reader.join(timeout=5)
     record = {
         "status": status or ("ok" if code == 0 else "failed"),
@@ -291,21 +294,22 @@ def run_child(run: Run, timeout: float, log_path: Path, env: dict[str, str]) -> 
         "timeout_s": round(timeout, 1),
         "log": str(log_path),
     }
+    record["figures"] = figures(run, list(tail))
     if record["status"] != "ok":
         record["tail"] = list(tail)
     return record
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the child's process group (its workers too), SIGKILL after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    """SIGTERM to the child's process group, up to 10 s for the child to exit, then SIGKILL to whatever
+    of the group is left (DataLoader workers and pools outlive a killed parent otherwise)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             continue
 
@@ -313,12 +317,12 @@ def kill_group(proc: subprocess.Popen) -> None:
 PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed)")
 
 
-def figures(run: Run, record: dict[str, Any]) -> Any:
-    """What the run measured: its --json document, or pytest's counts."""
+def figures(run: Run, lines: list[str]) -> Any:
+    """What the run measured: its --json document, or pytest's counts from its last `lines`."""
     if run.json_path is not None and run.json_path.is_file():
         return json.loads(run.json_path.read_text())
     if run.stage == "cuda-tests":
-        summary = next((line for line in reversed(record.get("tail", [])) if PYTEST_COUNT.search(line)), "")
+        summary = next((line for line in reversed(lines) if PYTEST_COUNT.search(line)), "")
         return {k.rstrip("s") if k.startswith("error") else k: int(n) for n, k in PYTEST_COUNT.findall(summary)}
     return None
 
@@ -561,7 +565,8 @@ def print_plan(sizes: Sizes, runs: list[Run], data_s: float, minutes: float, dat
     kept = [r for r in runs if not r.record]
     total = data_s + sum(r.estimate_s for r in kept)
     print(f"bench-gpu plan for BENCH_MINUTES={minutes:g}: estimate {total / 60:.1f} min, every run with a timeout")
-    print(f"  data {data} ({sizes.train_images} train images): {data_s:.0f} s")
+    made = f"~{data_s:.0f} s on {default_workers()} cores" if data_s else "there already, or not needed"
+    print(f"  data {data} ({sizes.train_images} train images): {made}")
     for r in runs:
         mark = f"skipped: {r.record['reason']}" if r.record else f"~{r.estimate_s:.0f} s"
         print(f"  {r.name:<24} {r.stage:<11} {mark}")
@@ -624,10 +629,55 @@ def execute(runs: list[Run], deadline: float, logs: Path, env: dict[str, str], s
             continue
         timeout = min(remaining, max(run.estimate_s, remaining - later))
         print(f"\n== {run.name} (timeout {timeout:.0f} s): {' '.join(run.argv[1:])}", flush=True)
+        if run.json_path is not None:
+            run.json_path.unlink(missing_ok=True)  # an earlier bench's figures are not this run's
         run.record = run_child(run, timeout, logs / f"{run.name}.log", env)
-        run.record["figures"] = figures(run, run.record)
         print(f"== {run.name}: {run.record['status']} in {run.record['seconds']:.0f} s", flush=True)
         save()
+
+
+def inject_failures(runs: list[Run], fail: str) -> None:
+    """BENCH_FAIL: give each named run an argument its command refuses (the failure path, end to end)."""
+    for name in parse_list(fail):
+        run = next((r for r in runs if r.name == name), None)
+        if run is None:
+            raise click.ClickException(
+                f"BENCH_FAIL={fail}: {name} is no run of this plan ({', '.join(r.name for r in runs)})"
+            )
+        run.argv = [*run.argv, "--no-such-flag"]
+
+
+def check_loaders(loaders: str) -> list[str]:
+    """LOADERS, or the default; one line for a name bench-gpu does not run."""
+    kinds = parse_list(loaders) or default_loaders()
+    if bad := [k for k in kinds if k not in LOADERS]:
+        raise click.ClickException(
+            f"LOADERS={loaders}: {', '.join(bad)} is not a loader bench-gpu runs; choose from {', '.join(LOADERS)}"
+        )
+    return kinds
+
+
+def describe(env: dict[str, Any], dry: bool) -> str:
+    """The versions line printed first."""
+    where = "dry run on the CPU" if dry else ", ".join(env["gpus"])
+    return (
+        f"bench-gpu: {where}; driver {env['driver']}, torch {env['torch']} (CUDA {env['cuda']}, cuDNN {env['cudnn']}), "
+        f"DALI {env['dali']}, FFCV {env['ffcv'] or 'not installed'}, {env['cores']} cores"
+    )
+
+
+def finish(doc: dict[str, Any], out: Path) -> None:
+    """The three files, the closing line, and exit 1 (in one line) when any run failed."""
+    write_outputs(doc, out, with_chart=True)
+    bad = [n for n, r in doc["runs"].items() if r["record"].get("status") in ("failed", "timeout")]
+    print(
+        f"\nbench-gpu: {len(doc['runs']) - len(bad)} of {len(doc['runs'])} runs without failure in "
+        f"{doc['elapsed_s'] / 60:.1f} min → {out}/bench-gpu.json, bench-gpu.md, bench-gpu.png"
+    )
+    if bad:
+        raise click.ClickException(
+            f"{', '.join(bad)} failed; their exit codes and last lines are in {out}/bench-gpu.json"
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -689,29 +739,16 @@ def main(
     """Plan, run and record every GPU figure of the project within a budget; see scripts/bench-gpu.sh."""
     dry = dry_run or device == "cpu"
     device = "cpu" if dry else "cuda"
-    kinds = parse_list(loaders) or default_loaders()
-    if bad := [k for k in kinds if k not in LOADERS]:
-        raise click.ClickException(
-            f"LOADERS={loaders}: {', '.join(bad)} is not a loader bench-gpu runs; choose from {', '.join(LOADERS)}"
-        )
+    kinds = check_loaders(loaders)
     check_cuda(dry)
     started, clock = datetime.now(timezone.utc), time.monotonic()
     deadline = clock + minutes * 60 - OUTPUT_RESERVE_S
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runs").mkdir(exist_ok=True)
-    (out / "logs").mkdir(exist_ok=True)
     sizes, runs, data_s = plan(minutes, device, dry, kinds, data, out, parse_list(stages))
-    for name in parse_list(fail):
-        run = next((r for r in runs if r.name == name), None)
-        if run is None:
-            raise click.ClickException(
-                f"BENCH_FAIL={fail}: {name} is no run of this plan ({', '.join(r.name for r in runs)})"
-            )
-        run.argv = [*run.argv, "--no-such-flag"]
+    inject_failures(runs, fail)
+    for folder in (out, out / "runs", out / "logs"):  # only once the settings are known to be good
+        folder.mkdir(parents=True, exist_ok=True)
     env = environment(device)
-    print(
-        f"bench-gpu: {'dry run on the CPU' if dry else ', '.join(env['gpus'])}; driver {env['driver']}, torch {env['torch']} (CUDA {env['cuda']}, cuDNN {env['cudnn']}), DALI {env['dali']}, FFCV {env['ffcv'] or 'not installed'}, {env['cores']} cores"
-    )
+    print(describe(env, dry))
     path = data or default_data(out, sizes)
     print_plan(sizes, runs, data_s, minutes, path)
     header = {
@@ -731,16 +768,7 @@ def main(
     print(f"data: {header['data']['status']} ({path})")
     save()
     execute(runs, deadline, out / "logs", child_env(dry), save)
-    doc = {**document(header, runs), "elapsed_s": round(time.monotonic() - clock, 1)}
-    write_outputs(doc, out, with_chart=True)
-    bad = [n for n, r in doc["runs"].items() if r["record"].get("status") in ("failed", "timeout")]
-    print(
-        f"\nbench-gpu: {len(doc['runs']) - len(bad)} of {len(doc['runs'])} runs without failure in {doc['elapsed_s'] / 60:.1f} min → {out}/bench-gpu.json, bench-gpu.md, bench-gpu.png"
-    )
-    if bad:
-        raise click.ClickException(
-            f"{', '.join(bad)} failed; their exit codes and last lines are in {out}/bench-gpu.json"
-        )
+    finish({**document(header, runs), "elapsed_s": round(time.monotonic() - clock, 1)}, out)
 
 
 if __name__ == "__main__":

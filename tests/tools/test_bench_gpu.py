@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexnet.model.train import TrainConfig
-from alexnet.tools.bench_gpu import STAGES, Run, figures, fit_budget, main, plan
+from alexnet.tools.bench_gpu import STAGES, Run, figures, fit_budget, main, plan, run_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,13 +42,29 @@ def test_the_budget_keeps_runs_by_priority():
 def test_pytest_counts_are_read_from_its_summary():
     run = Run("cuda-tests", "cuda-tests", [], 1, 0)
     tail = ["...", "1 failed, 20 passed, 2 skipped, 325 deselected in 30.1s"]
-    assert figures(run, {"tail": tail}) == {"failed": 1, "passed": 20, "skipped": 2, "deselected": 325}
+    assert figures(run, tail) == {"failed": 1, "passed": 20, "skipped": 2, "deselected": 325}
+
+
+def test_a_run_past_its_timeout_is_recorded_and_its_whole_process_group_stopped(tmp_path):
+    """A child that started a worker of its own and hangs: both go at the timeout, and the tail says what it printed."""
+    code = (
+        "import subprocess, sys, time; "
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "print('worker', w.pid, flush=True); time.sleep(120)"
+    )
+    run = Run("hang", "train", [sys.executable, "-c", code], 1, 0)
+    record = run_child(run, 3, tmp_path / "hang.log", dict(os.environ))
+    assert record["status"] == "timeout" and record["returncode"] is not None and record["seconds"] < 30
+    worker = Path(f"/proc/{record['tail'][0].split()[1]}/stat")
+    assert not worker.exists() or worker.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or dead unreaped
+    assert (tmp_path / "hang.log").read_text().startswith("worker ")
 
 
 def test_an_unknown_stage_is_refused_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["--dry-run", "--out", str(tmp_path), "--stages", "ceiling,warp-drive"])
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit
     assert "warp-drive is no stage of this plan" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_dry_run_writes_three_files_holding_every_stage_and_records_a_failed_run(tmp_path):
@@ -70,7 +86,8 @@ def test_dry_run_writes_three_files_holding_every_stage_and_records_a_failed_run
     assert doc["stages"]["loaders"]["status"] == "failed"
     for name in ("ceiling-b2", "train-dali", "dali-hw-0.65"):  # the others went on and measured
         assert runs[name]["record"]["status"] == "ok", runs[name]
-    assert runs["ceiling-b2"]["record"]["figures"]["ceiling"]["images_per_s"] > 0
+    ceiling = runs["ceiling-b2"]["record"]["figures"]
+    assert ceiling["ceiling"]["images_per_s"] > 0 and ceiling["loaders"] == {}  # --ceiling-only
     assert runs["train-dali"]["record"]["figures"]["loaders"]["dali"]["images_per_s"] > 0
     assert runs["dali-hw-0.65"]["record"]["figures"]["loaders"]["dali"]["images_per_s"] > 0
     md = (out / "bench-gpu.md").read_text()
