@@ -26,9 +26,11 @@ lint: $(STAMP)
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh $(DEMO)
 
-# On a CUDA machine: the GPU figures (scripts/bench-gpu.sh); OUT=DIR keeps them (JSON and bench-gpu.md).
-bench-gpu: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH PY=$(PY) bash scripts/bench-gpu.sh
+# On a CUDA machine: every GPU figure in BENCH_MINUTES (default 8) into OUT (default bench-gpu/).
+# No .venv dependency: the script uses a CUDA torch that is already there (python3 or .venv), installs
+# only what is missing (WHEELS=DIR: from a folder of wheels, offline), and sets up .venv only when none is.
+bench-gpu:
+	bash scripts/bench-gpu.sh
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -41,7 +41,7 @@ def main() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(1),
-    help="DALI threads / DataLoader workers / decode processes [default: every core].",
+    help="DALI threads / DataLoader workers / decode processes [default: this process's cores over the ranks on this machine].",
 )
 @click.option(
     "--rounds",
@@ -49,6 +49,11 @@ def main() -> None:
     show_default=True,
     type=click.IntRange(1),
     help="Run everything this many times, interleaved; keep each row's best.",
+)
+@click.option(
+    "--hw-decoder-load",
+    type=click.FloatRange(0.0, 1.0),
+    help="DALI on cuda: the share of images sent to the GPU's hardware JPEG decoder.  [default: DALI loader's 0.65]",
 )
 @json_option
 @plot_option
@@ -62,6 +67,7 @@ def loaders(
     warmup: int,
     workers: int | None,
     rounds: int,
+    hw_decoder_load: float | None,
     json_path: Path | None,
     plot_path: Path | None,
     normalize: str,
@@ -69,7 +75,8 @@ def loaders(
     """Training batches per second of each loader on the same shards, against plain JPEG decoding."""
     check_device(device)
     try:
-        result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds, normalize)
+        dali = {} if hw_decoder_load is None else {"hw_decoder_load": hw_decoder_load}
+        result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds, normalize, dali)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(format_table(result))
@@ -82,3 +89,6 @@ def loaders(
 
 main.add_command(offline)
 main.add_command(train_bench)
+
+if __name__ == "__main__":
+    main()

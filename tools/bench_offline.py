@@ -15,7 +15,11 @@ from alexnet.tools.bench_outputs import json_option, write_json
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="An ILSVRC-shaped tree (e.g. from `alexnet-tools synth`).",
 )
-@click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Worker processes [default: this process's cores over the ranks on this machine].",
+)
 @click.option(
     "--naive-images",
     default=300,

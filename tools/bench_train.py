@@ -160,13 +160,21 @@ def format_table(doc: dict[str, Any]) -> str:
     help="Untimed steps first, rounded up to whole log intervals.  [default: 1 interval]",
 )
 @click.option("-b", "--batch-size", type=click.IntRange(1), help="[default: 32 on cpu, 128 on cuda]")
-@click.option("-j", "--workers", type=click.IntRange(0), help="Loader threads/processes [default: every core].")
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(0),
+    help="Loader threads/processes [default: this process's cores over the ranks on this machine].",
+)
 @click.option(
     "--rounds",
     default=1,
     show_default=True,
     type=click.IntRange(1),
     help="Run every row this many times, interleaved; keep each row's fastest.",
+)
+@click.option(
+    "--ceiling-only", is_flag=True, help="Time only the ceiling row (no loader, no data read but the class count)."
 )
 @click.option(
     "--compile", "compile_model", is_flag=True, help="torch.compile the network (as alexnet-train --compile)."
@@ -184,6 +192,7 @@ def train_bench(
     batch_size: int | None,
     workers: int | None,
     rounds: int,
+    ceiling_only: bool,
     compile_model: bool,
     normalize: str,
     json_path: Path | None,
@@ -198,7 +207,9 @@ def train_bench(
     num_classes = class_count(data)
     batch_size = batch_size or DEFAULT_BATCH[device]
     plan = make_plan(steps or 2 * log_every, log_every if warmup is None else warmup, log_every)
-    check_epoch_fits(data, batch_size, plan)
+    kinds = [] if ceiling_only else kinds
+    if kinds:
+        check_epoch_fits(data, batch_size, plan)
     dev = torch.device(device)
     cfg = TrainConfig(compile=compile_model)
     runs: dict[str, Callable[[], Rate]] = {CEILING: lambda: measure_ceiling(num_classes, dev, batch_size, plan, cfg)}

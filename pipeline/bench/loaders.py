@@ -3,7 +3,7 @@
 Each loader runs the training augmentation over the train split with full batches landing on the
 device, epoch after epoch (as training would), after `warmup` batches; images/s counts the
 timed batches only. The *decode ceiling* is plain Pillow JPEG decoding of the same stored images
-in a process pool on every core, nothing else (the issue's definition; Pillow and DALI's CPU path
+in a process pool on this process's cores (`default_workers()`), nothing else (the issue's definition; Pillow and DALI's CPU path
 both use libjpeg-turbo). DALI's own full-image CPU decoder over the same images is measured too,
 as a second ceiling. CPU use is the CPU time of this process and all its live descendants
 (threads, DataLoader workers, pool workers) over the timed stretch, read from /proc, in cores.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 from alexnet.pipeline.bench.charts import bar_chart
 from alexnet.pipeline.bench.timing import Measurement, Stopwatch, best_of
 from alexnet.pipeline.loaders import Loader, make_loader
+from alexnet.pipeline.loaders.contract import default_workers
 from alexnet.pipeline.store.shards import ShardReader, index_path, reader_pool, worker_reader
 
 WARMUP_BATCHES = 3
@@ -91,7 +91,7 @@ def measure_pillow_ceiling(data: Path, images: int, workers: int | None = None) 
     """Plain Pillow decoding of `images` stored JPEGs (cycling through the train split if it is smaller) on `workers` processes."""
     reader = ShardReader.for_split(data, "train")
     tasks = reader.chunks(CEILING_CHUNK, np.arange(images) % len(reader))
-    with reader_pool(reader, workers) as pool:
+    with reader_pool(reader, workers or default_workers()) as pool:
         pool.map(_decode_chunk, tasks[:2])  # start the workers and warm the page cache
         watch = Stopwatch()
         watch.start()
@@ -108,7 +108,7 @@ def measure_dali_ceiling(
     tars = ShardReader.for_split(data, "train").tars
 
     @pipeline_def(
-        batch_size=batch_size, num_threads=workers or os.cpu_count(), device_id=None, seed=0, exec_dynamic=True
+        batch_size=batch_size, num_threads=workers or default_workers(), device_id=None, seed=0, exec_dynamic=True
     )
     def decode_only():
         jpegs, _ = fn.readers.webdataset(
@@ -180,11 +180,13 @@ def run_bench(
     workers: int | None = None,
     rounds: int = 1,
     normalize: str = "mean",
+    dali_options: dict[str, Any] | None = None,
 ) -> BenchResult:
     """The decode ceilings, then each loader, on the same shards with the same settings.
 
     With `rounds` > 1 the whole sequence runs that many times and each row keeps its fastest
     round, so that a burst of load from elsewhere on a shared machine hits no row alone.
+    `dali_options` go to the DALI loader only (e.g. `hw_decoder_load`).
     """
     dev = torch.device(device)
     runs: dict[str, Callable[[], Measurement]] = {
@@ -193,12 +195,13 @@ def run_bench(
     if dev.type == "cpu":
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
-        runs[kind] = lambda kind=kind: measure_loader(
-            kind, data, dev, batch_size, batches, warmup, workers, normalize=normalize
+        options = {"normalize": normalize, **(dali_options or {} if kind == "dali" else {})}
+        runs[kind] = lambda kind=kind, options=options: measure_loader(
+            kind, data, dev, batch_size, batches, warmup, workers, **options
         )
     best = best_of(runs, rounds)
     pillow, dali = best.pop("pillow"), best.pop("dali-decoder", None)
-    return BenchResult(device, batch_size, batches, rounds, workers or os.cpu_count() or 1, pillow, dali, best)
+    return BenchResult(device, batch_size, batches, rounds, workers or default_workers(), pillow, dali, best)
 
 
 def format_table(result: BenchResult) -> str:

@@ -1,6 +1,6 @@
 """Benchmarks of the offline tools, each against its baseline measured in the same run.
 
-- `prepare` on every core against a naive one-process Pillow loop (full decode, resize, crop,
+- `prepare` on this process's cores (`default_workers()`) against a naive one-process Pillow loop (full decode, resize, crop,
   encode) over the same source images;
 - `pca-stats` against plain JPEG decoding of the same shards on the same cores.
 
@@ -11,7 +11,6 @@ it, removed afterwards).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet.pipeline.bench.timing import measure
+from alexnet.pipeline.loaders.contract import default_workers
 from alexnet.pipeline.offline.image import encode_jpeg, resize_center_crop
 from alexnet.pipeline.offline.pca import compute_pca
 from alexnet.pipeline.offline.prepare import Settings, plan_splits, prepare
@@ -57,7 +57,7 @@ def bench_offline(
     work_dir: Path | None = None,
 ) -> dict:
     """Rates (images/s and per CPU-second) of prepare, its naive baseline, pca-stats and plain decoding, with ratios."""
-    workers = workers or os.cpu_count() or 1
+    workers = workers or default_workers()
     _, splits = plan_splits(root, None, limit=limit)
     sample = [s.path for s in splits["train"][:naive_images]]
     rows = {}

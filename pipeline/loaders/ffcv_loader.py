@@ -277,7 +277,7 @@ class FfcvLoader(SeededEpochs):
     Options: `mode` ("jpg": stored JPEGs, the default; "raw": decoded pixels) picks the beton,
     `os_cache` reads it through the page cache (FFCV's default; shared by every process on the
     machine) rather than FFCV's own process cache, `batches_ahead` is FFCV's prefetch depth.
-    Threads: `config.workers` (every core by default), capped at numba's thread count; FFCV
+    Threads: `config.workers` (`default_workers()` by default), capped at numba's thread count; FFCV
     also sets torch's process-wide thread count to it at every pass.
     """
 

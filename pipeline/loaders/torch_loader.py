@@ -2,8 +2,9 @@
 
 A map-style `ShardDataset` reads samples straight out of the memory-mapped tars through their
 index (`ShardReader`), decodes with Pillow and takes the random window and flip on uint8 (`alexnet.pipeline.augment`,
-as is). A `DataLoader` runs it on every core (worker processes, persistent across epochs, batches
-collated into shared memory, pinned when they go to a GPU). Lighting and normalisation are one
+as is). A `DataLoader` runs it on `config.workers` worker processes (by default `default_workers()`:
+this process's cores over the ranks on this machine), persistent across epochs, with batches
+collated into shared memory and pinned when they go to a GPU. Lighting and normalisation are one
 batched step on the device, in the main process (`DeviceStep`): the workers hand over uint8, four times fewer
 bytes than float32 to ship between processes.
 
