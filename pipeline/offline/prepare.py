@@ -354,7 +354,8 @@ def prepare(
     manifest["complete"] = False  # until every shard is checked or rebuilt (a re-run may rebuild some)
     before = shards_digest(manifest)
     results = {}
-    with staging_folder(out) as staging:
+    with staging_folder(out) as staged:
+        staging = Path(staged)
         remove_leftovers(staging)
         try:
             with worker_pool(workers) as pool:
@@ -381,7 +382,7 @@ def prepare_split(
     pool: Pool,
     root: Path,
     out: Location,
-    staging: Path | str,
+    staging: Path,
     split: str,
     samples: list[ilsvrc.Sample],
     settings: Settings,
@@ -392,7 +393,7 @@ def prepare_split(
     A finished shard is rebuilt when its bytes differ from the manifest, or when it lacks a file
     that could not be read last time (retried: the permissions may have been fixed since).
     """
-    folder = Path(staging) / split
+    folder = staging / split
     folder.mkdir(exist_ok=True)
     record = manifest["splits"][split]
     done, differ = finished_shards(out, split, record)
