@@ -68,6 +68,7 @@ from alexnet.pipeline.loaders.contract import (
 )
 from alexnet.pipeline.loaders.dali_cpu_finish import finish_on_cpu
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.pca_file import PcaStats, load_stats
 from alexnet.pipeline.store.shards import ShardReader, index_path
 
@@ -391,7 +392,7 @@ class DaliLoader(SeededEpochs):
             reason = lines[-1] if lines else "decode error"
             c = self.config
             raise CorruptSample(
-                f"{c.data / c.split}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
+                f"{storage.join(c.data, c.split)}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
                 f"(DALI: {reason}); find it with `alexnet-tools verify --data {c.data}` and re-run prepare"
             ) from None
 

@@ -191,9 +191,10 @@ def local_copies(locations: list[Location]) -> Iterator[list[Path]]:
 
 
 def _s3() -> _S3:
-    """This process's S3 client (boto3 clients are not fork-safe, so a forked worker makes its own)."""
+    """This process's S3 client (boto3 clients are not fork-safe, so a forked worker makes its own),
+    made again when the AWS variables it was made from have changed."""
     global _client
-    if _client is None or _client.pid != os.getpid():
+    if _client is None or _client.made_for != _S3.identity():
         _client = _S3()
     return _client
 
@@ -220,12 +221,18 @@ class _S3:
             read_timeout=float(timeout or READ_TIMEOUT),
             retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         )
-        self.pid = os.getpid()
+        self.made_for = self.identity()
         try:
             self.client = boto3.session.Session().client("s3", config=config)
         except Exception as e:  # ProfileNotFound, a malformed config file, no region for a URL endpoint
             raise StorageError(f"cannot set up the S3 client ({e}); check AWS_PROFILE and ~/.aws/config") from None
         self.endpoint = self.client.meta.endpoint_url
+
+    @staticmethod
+    def identity() -> tuple[object, ...]:
+        """The process and the variables that choose the endpoint and the credentials."""
+        names = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_REGION", "ALEXNET_S3_TIMEOUT")
+        return (os.getpid(), *(os.environ.get(n) for n in names))
 
     @contextmanager
     def _errors(self, url: str) -> Iterator[None]:
