@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -36,6 +37,26 @@ data_option = click.option(
     type=DataLocation(exists=True),
     help="Folder (or s3://bucket/prefix) `prepare` and `pca-stats` wrote.",
 )
+
+
+def cache_options(command: Callable) -> Callable:
+    """`--cache-dir` and `--cache-max-gb`: where the torch and FFCV loaders keep the shards of an s3:// --data."""
+    command = click.option(
+        "--cache-max-gb",
+        type=click.FloatRange(0, min_open=True),
+        help="Bound on --cache-dir's size; other data sets' files in it go first, least recently used [default: none].",
+    )(command)
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="With --data s3://…: local folder the shards are fetched into, checked and reused across runs "
+        "(needed by the torch and FFCV loaders; DALI streams from S3 without it).",
+    )(command)
+
+
+def cache_bytes(gigabytes: float | None) -> int | None:
+    """--cache-max-gb in bytes."""
+    return None if gigabytes is None else int(gigabytes * 1e9)
 
 
 def default_device() -> str:

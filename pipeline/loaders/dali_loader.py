@@ -386,11 +386,16 @@ class DaliLoader(SeededEpochs):
         try:
             return pipe.outputs(cuda_stream=handover_stream(self.config.device))
         except RuntimeError as e:
-            if "fn.decoders." not in str(e):
-                raise
             lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
             reason = lines[-1] if lines else "decode error"
             c = self.config
+            if "fn.readers." in str(e) and storage.is_url(c.data):  # DALI's S3 client gave up (its own retries)
+                raise storage.StorageError(
+                    f"{c.data}: reading the {c.split} shards from the object store failed (DALI: {reason}); "
+                    "once it answers again, continue with --resume"
+                ) from None
+            if "fn.decoders." not in str(e):
+                raise
             raise CorruptSample(
                 f"{storage.join(c.data, c.split)}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
                 f"(DALI: {reason}); find it with `alexnet-tools verify --data {c.data}` and re-run prepare"
