@@ -6,11 +6,13 @@ HTTP to the server as they would to S3, configured only by the standard AWS vari
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -113,3 +115,50 @@ def objects(endpoint: str, url: str) -> dict[str, bytes]:
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     """Every file under a local folder, by relative name (the local counterpart of `objects`)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Gate:
+    """A TCP relay in front of a server that can be shut (every connection cut, new ones refused) and opened again on the same port.
+
+    It stands for the server stopping and coming back, with the server's objects kept.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.listener: socket.socket | None = None
+        self.live: list[socket.socket] = []
+
+    def open(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def shut(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()
+        for conn in self.live:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.live.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client_side, _ = listener.accept()
+            except OSError:
+                return  # shut
+            server_side = socket.create_connection(self.target)
+            self.live += [client_side, server_side]
+            for a, b in ((client_side, server_side), (server_side, client_side)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)

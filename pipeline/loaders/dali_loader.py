@@ -340,7 +340,12 @@ class DaliLoader(SeededEpochs):
             else:
                 images, extra = (ten_crop_graph if c.ten_crop else center_graph)(jpegs, self.settings), []
             pipe.set_outputs(images, labels, *extra)
-        pipe.build()
+        try:
+            pipe.build()  # opens the tars: on S3, DALI's first requests
+        except RuntimeError as e:
+            if (failed := self.store_failure(e)) is not None:
+                raise failed from None
+            raise
         return pipe
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -386,20 +391,28 @@ class DaliLoader(SeededEpochs):
         try:
             return pipe.outputs(cuda_stream=handover_stream(self.config.device))
         except RuntimeError as e:
+            if (failed := self.store_failure(e)) is not None:
+                raise failed from None
+            if "fn.decoders." not in str(e):
+                raise
             lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
             reason = lines[-1] if lines else "decode error"
             c = self.config
-            if "fn.readers." in str(e) and storage.is_url(c.data):  # DALI's S3 client gave up (its own retries)
-                raise storage.StorageError(
-                    f"{c.data}: reading the {c.split} shards from the object store failed (DALI: {reason}); "
-                    "once it answers again, continue with --resume"
-                ) from None
-            if "fn.decoders." not in str(e):
-                raise
             raise CorruptSample(
                 f"{storage.join(c.data, c.split)}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
                 f"(DALI: {reason}); find it with `alexnet-tools verify --data {c.data}` and re-run prepare"
             ) from None
+
+    def store_failure(self, e: RuntimeError) -> storage.StorageError | None:
+        """A reader's error on s3:// data (DALI's S3 client gave up after its own retries) as one line, else None."""
+        if "fn.readers." not in str(e) or not storage.is_url(self.config.data):
+            return None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
+        reason = lines[-1] if lines else "read error"
+        return storage.StorageError(
+            f"{self.config.data}: reading the {self.config.split} shards from the object store failed "
+            f"(DALI: {reason}); once it answers again, continue with --resume"
+        )
 
     def start_epoch(self, epoch: int, checkpoint: bytes | str | None, depth: int) -> Pipeline:
         """Build `epoch`'s pipeline and schedule its first `depth` batches (they run in the background)."""
