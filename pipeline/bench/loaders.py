@@ -180,8 +180,11 @@ def run_bench(
     workers: int | None = None,
     rounds: int = 1,
     normalize: str = "mean",
+    **cache: Any,
 ) -> BenchResult:
     """The decode ceilings, then each loader, on the same shards with the same settings.
+
+    `cache` (`cache_dir`, `cache_max_bytes`) goes to `make_loader`, for an s3:// `data`.
 
     With `rounds` > 1 the whole sequence runs that many times and each row keeps its fastest
     round, so that a burst of load from elsewhere on a shared machine hits no row alone.
@@ -194,7 +197,7 @@ def run_bench(
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
         runs[kind] = lambda kind=kind: measure_loader(
-            kind, data, dev, batch_size, batches, warmup, workers, normalize=normalize
+            kind, data, dev, batch_size, batches, warmup, workers, normalize=normalize, **cache
         )
     best = best_of(runs, rounds)
     pillow, dali = best.pop("pillow"), best.pop("dali-decoder", None)

@@ -153,3 +153,9 @@ def test_endpoint_that_does_not_answer_is_bounded(source: Path) -> None:
         start = time.monotonic()
         line = one_error_line(tools("verify", "--data", "s3://bucket/p", endpoint=endpoint, ALEXNET_S3_TIMEOUT="1"))
     assert "does not answer" in line and time.monotonic() - start < 60
+
+
+def test_export_ffcv_refuses_a_url_rather_than_taking_it_for_a_folder() -> None:
+    done = run("export-ffcv", "--data", "s3://bucket/shards")
+    assert done.exit_code == 1 and done.output.count("\n") == 1, done.output
+    assert "s3://bucket/shards: export-ffcv writes its betons on local disk" in done.output
