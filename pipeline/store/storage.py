@@ -165,8 +165,12 @@ def open_stream(location: Location) -> Iterator[IO[bytes]]:
 
 
 def download(location: Location, dest: Path) -> None:
-    """Copy a file or object to the local `dest`, which appears whole or not at all."""
-    tmp = dest.with_name(dest.name + ".part")
+    """Copy a file or object to the local `dest`, which appears whole or not at all.
+
+    The partial file is named per process, so ranks filling one cache side by side never write
+    into each other's download (the last rename wins, with the same bytes).
+    """
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     try:
         if is_url(location):
             _s3().download(location, tmp)
