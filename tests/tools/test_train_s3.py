@@ -53,3 +53,26 @@ def test_store_stopping_mid_run_then_resume(tiny_data: Path, tmp_path: Path) -> 
         gate.shut()
     assert proc.returncode == 0, err
     assert "stopped at epoch 2" in out
+
+
+def test_torch_loader_trains_from_the_cache(tiny_data: Path, s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
+    """--loader torch on s3:// asks for --cache-dir in one line; given one, it trains from the fetched copy."""
+    from click.testing import CliRunner
+
+    from alexnet.tools.train import main
+
+    bucket = s3_bucket[len("s3://") :]
+    for path in sorted(tiny_data.rglob("*")):
+        if path.is_file():
+            client(s3_endpoint).upload_file(str(path), bucket, f"shards/{path.relative_to(tiny_data)}")
+    args = ["--data", f"{s3_bucket}/shards", "--loader", "torch", "--device", "cpu", "-b", "4", "-j", "0"]
+    args += ["--max-steps", "2", "--lr-schedule", "step", "--run-dir"]
+    refused = CliRunner().invoke(main, [*args, str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and "give --cache-dir DIR" in refused.output.splitlines()[-1], refused.output
+    cache = tmp_path / "cache"
+    done = CliRunner().invoke(main, [*args, str(tmp_path / "run"), "--cache-dir", str(cache)])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "run" / "last.pt").is_file()
+    assert sorted(p.name for p in (cache / bucket / "shards" / "train").glob("*.tar")) == sorted(
+        p.name for p in (tiny_data / "train").glob("*.tar")
+    )
