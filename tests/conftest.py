@@ -1,8 +1,11 @@
 """Fixtures shared across the test folders; the data helpers themselves are in `shard_data` and `imagenet_trees`."""
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3_server import aws_env, new_bucket, threaded_server
 from shard_data import tiny_prepared
 
 
@@ -10,3 +13,30 @@ from shard_data import tiny_prepared
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """synth → prepare → pca-stats on 3 classes (22 decodable train images, 12 val), shared read-only by the trainer and bench tests."""
     return tiny_prepared(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API server (moto's ThreadedMotoServer) on 127.0.0.1 for the session, and the AWS variables pointing at it.
+
+    The variables are set in this process's environment too, so in-process calls and the tool
+    subprocesses the tests start reach the same server; both are put back afterwards.
+    """
+    with threaded_server() as endpoint:
+        saved = {k: os.environ.get(k) for k in [*aws_env(endpoint), "AWS_PROFILE"]}
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update(aws_env(endpoint))
+        try:
+            yield endpoint
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the session's server: `s3://NAME`."""
+    return f"s3://{new_bucket(s3_endpoint)}"

@@ -5,10 +5,18 @@ from pathlib import Path
 import click
 
 from alexnet.pipeline.bench.loaders import WARMUP_BATCHES, format_table, plot, run_bench
+from alexnet.pipeline.store.storage import Location, StorageError
 from alexnet.tools.bench_offline import offline
 from alexnet.tools.bench_outputs import json_option, plot_option, write_json
 from alexnet.tools.bench_train import train_bench
-from alexnet.tools.options import check_device, data_option, normalize_option, parse_loader_list
+from alexnet.tools.options import (
+    cache_bytes,
+    cache_options,
+    check_device,
+    data_option,
+    normalize_option,
+    parse_loader_list,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +26,7 @@ def main() -> None:
 
 @main.command("loaders")
 @data_option
+@cache_options
 @click.option(
     "--loaders",
     "kinds",
@@ -59,7 +68,9 @@ def main() -> None:
 @plot_option
 @normalize_option
 def loaders(
-    data: Path,
+    data: Location,
+    cache_dir: Path | None,
+    cache_max_gb: float | None,
     kinds: list[str],
     device: str,
     batch_size: int,
@@ -76,8 +87,21 @@ def loaders(
     check_device(device)
     try:
         dali = {} if hw_decoder_load is None else {"hw_decoder_load": hw_decoder_load}
-        result = run_bench(data, kinds, device, batch_size, batches, warmup, workers, rounds, normalize, dali)
-    except (FileNotFoundError, ValueError) as e:
+        result = run_bench(
+            data,
+            kinds,
+            device,
+            batch_size,
+            batches,
+            warmup,
+            workers,
+            rounds,
+            normalize,
+            dali,
+            cache_dir=cache_dir,
+            cache_max_bytes=cache_bytes(cache_max_gb),
+        )
+    except (FileNotFoundError, ValueError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(format_table(result))
     if json_path:

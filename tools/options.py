@@ -1,7 +1,8 @@
-"""What several front ends share: the device option and its check, the loader-list option, the class count."""
+"""What several front ends share: the data-location type, the device option and its check, the loader-list option, the class count."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,13 +11,52 @@ import torch
 from alexnet.pipeline import LOADER_KINDS
 from alexnet.pipeline.paper import NORMALIZE_MODES
 from alexnet.pipeline.store.manifest import read_manifest
+from alexnet.pipeline.store.storage import Location, StorageError, is_url, parse_location
+
+
+class DataLocation(click.ParamType):
+    """A local folder (a Path, checked like click.Path) or an `s3://bucket/prefix` URL (a str, never made a Path)."""
+
+    name = "folder|s3://bucket/prefix"
+
+    def __init__(self, exists: bool = False) -> None:
+        self.folder = click.Path(exists=exists, file_okay=False, path_type=Path)
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Location:
+        if isinstance(value, str) and is_url(value):
+            try:
+                return parse_location(value)
+            except StorageError as e:
+                self.fail(str(e), param, ctx)
+        return self.folder.convert(value, param, ctx)
+
 
 data_option = click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder `prepare` and `pca-stats` wrote.",
+    type=DataLocation(exists=True),
+    help="Folder (or s3://bucket/prefix) `prepare` and `pca-stats` wrote.",
 )
+
+
+def cache_options(command: Callable) -> Callable:
+    """`--cache-dir` and `--cache-max-gb`: where the torch and FFCV loaders keep the shards of an s3:// --data."""
+    command = click.option(
+        "--cache-max-gb",
+        type=click.FloatRange(0, min_open=True),
+        help="Bound on --cache-dir's size; other data sets' files in it go first, least recently used [default: none].",
+    )(command)
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="With --data s3://…: local folder the shards are fetched into, checked and reused across runs "
+        "(needed by the torch and FFCV loaders; DALI streams from S3 without it).",
+    )(command)
+
+
+def cache_bytes(gigabytes: float | None) -> int | None:
+    """--cache-max-gb in bytes."""
+    return None if gigabytes is None else int(gigabytes * 1e9)
 
 
 def default_device() -> str:
@@ -39,11 +79,11 @@ def parse_loader_list(ctx: click.Context, param: click.Parameter, values: str | 
     return kinds
 
 
-def class_count(data: Path) -> int:
-    """The number of classes the manifest of DATA lists (one line when there is no manifest)."""
+def class_count(data: Location) -> int:
+    """The number of classes the manifest of DATA lists (one line when there is no manifest or the store fails)."""
     try:
         return len(read_manifest(data)["classes"])
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StorageError) as e:
         raise click.ClickException(str(e)) from None
 
 

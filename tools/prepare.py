@@ -16,6 +16,8 @@ from alexnet.pipeline.offline.prepare import (
     format_summary,
     prepare,
 )
+from alexnet.pipeline.store.storage import Location, StorageError, is_url
+from alexnet.tools.options import DataLocation
 
 
 @click.command("prepare")
@@ -26,7 +28,10 @@ from alexnet.pipeline.offline.prepare import (
     help="Folder holding train/ and val/, the official ILSVRC-2012 archives, or WebDataset tars.",
 )
 @click.option(
-    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shards and manifest."
+    "--out",
+    required=True,
+    type=DataLocation(),
+    help="Folder (or s3://bucket/prefix) for shards and manifest; S3 is configured by the AWS_* variables.",
 )
 @click.option(
     "--val-labels",
@@ -50,7 +55,7 @@ from alexnet.pipeline.offline.prepare import (
 @click.option("--overwrite", is_flag=True, help="Replace shards made with other settings or input.")
 def prepare_cmd(
     imagenet_dir: Path,
-    out: Path,
+    out: Location,
     val_labels: Path | None,
     classes: Path | None,
     workers: int | None,
@@ -81,7 +86,7 @@ def prepare_cmd(
             announce=click.echo,
             classes=classes,
         )
-    except (LayoutError, SettingsMismatch) as e:
+    except (LayoutError, SettingsMismatch, StorageError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(os_error_line(e, out)) from None
@@ -91,13 +96,15 @@ def prepare_cmd(
     click.echo(format_summary(results, time.perf_counter() - start, out))
 
 
-def os_error_line(e: OSError, out: Path) -> str:
+def os_error_line(e: OSError, out: Location) -> str:
     """One line for a failed read or write: disk full, unreadable input, unwritable output, or what the OS said."""
     where = Path(e.filename) if e.filename else out
+    if is_url(out) and not e.filename:
+        return f"{out}: {e.strerror or e}"
     if e.errno == errno.ENOSPC:
         return f"{where}: disk full; free space (or choose another --out) and re-run: finished shards are kept"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        path, dest = where.resolve(), out.resolve()
+        path, dest = Path(where).resolve(), Path(out).resolve()
         if path.is_relative_to(dest) or dest.is_relative_to(path):  # prepare writes only OUT and its parents
             return f"{where}: not writable; choose another --out or fix its permissions"
         return f"{where}: cannot read this input ({e.strerror}); fix its permissions or run as a user who can read it"

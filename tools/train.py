@@ -29,7 +29,16 @@ from alexnet.model.train import Diverged, TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
 from alexnet.pipeline.loaders.contract import CorruptSample, Loader
 from alexnet.pipeline.store.manifest import read_manifest
-from alexnet.tools.options import check_device, class_count, data_option, default_device, normalize_option
+from alexnet.pipeline.store.storage import StorageError
+from alexnet.tools.options import (
+    cache_bytes,
+    cache_options,
+    check_device,
+    class_count,
+    data_option,
+    default_device,
+    normalize_option,
+)
 
 
 def build_model(num_classes: int, init: str, parallel: str, device: torch.device) -> torch.nn.Module:
@@ -185,6 +194,7 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @data_option
+@cache_options
 @click.option("--loader", "loader_kind", type=click.Choice(LOADER_KINDS), default="dali")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=default_device)
 @click.option(
@@ -299,6 +309,8 @@ def run(
     save_every: int,
     save_every_minutes: float,
     tensorboard: bool,
+    cache_dir: Path | None = None,
+    cache_max_gb: float | None = None,
 ) -> None:
     """The body of `main`, with every option settled."""
     check_device(device)
@@ -346,6 +358,8 @@ def run(
             world_size=placement.world_size,
             workers=workers,
             normalize=normalize,
+            cache_dir=cache_dir,
+            cache_max_bytes=cache_bytes(cache_max_gb),
             **kw,
         )
 
@@ -353,7 +367,12 @@ def run(
     try:
         if with_val:
             loaders.append(loader("val", ten_crop=ten_crop))
-    except (FileNotFoundError, ImportError, ValueError) as e:  # no pca.json, no export-ffcv yet, FFCV not installed
+    except (
+        FileNotFoundError,
+        ImportError,
+        ValueError,
+        StorageError,
+    ) as e:  # no pca.json, no export-ffcv yet, FFCV not installed
         raise click.ClickException(str(e)) from None
     try:
         if eval_only:
@@ -407,14 +426,14 @@ def run(
         }
         try:
             train_loader = loader("train", epochs=epochs)
-        except (FileNotFoundError, ImportError, ValueError) as e:
+        except (FileNotFoundError, ImportError, ValueError, StorageError) as e:
             raise click.ClickException(str(e)) from None
         loaders.append(train_loader)
         info.update(loader_budget(train_loader))
         if len(train_loader) == 0:
             per_rank = f" over {placement.world_size} ranks" if placement.distributed else ""
             raise click.ClickException(
-                f"{data / 'train'}: {getattr(train_loader, 'samples', 'too few')} samples{per_rank} make no batch of "
+                f"{data}/train: {getattr(train_loader, 'samples', 'too few')} samples{per_rank} make no batch of "
                 f"{batch_size}; lower -b/--batch-size"
             )
         val_loader = loaders[0] if with_val else None
@@ -427,7 +446,7 @@ def run(
                 f"{e}; continue from it with a lower --lr (--resume {run_dir} --lr ...), "
                 "or start anew with an init that suits the inputs (docs/recipe.md)"
             ) from None
-        except CorruptSample as e:
+        except (CorruptSample, StorageError) as e:  # a bad sample, or the object store failing mid-epoch
             raise click.ClickException(f"{e}; {run_dir / 'last.pt'} keeps the run up to the batch before") from None
         except (TrainError, WriteFailed) as e:
             raise click.ClickException(str(e)) from None

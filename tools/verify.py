@@ -1,20 +1,20 @@
 """`alexnet-tools verify`: check every shard, index and sample of a prepared folder."""
 
-from pathlib import Path
-
 import click
 
 from alexnet.pipeline.offline.verify import verify
+from alexnet.pipeline.store.storage import Location, StorageError
+from alexnet.tools.options import DataLocation
 
 
 @click.command("verify")
-@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder `prepare` wrote.")
+@click.option("--data", required=True, type=DataLocation(), help="Folder (or s3://bucket/prefix) `prepare` wrote.")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [default: every core].")
-def verify_cmd(data: Path, workers: int | None) -> None:
+def verify_cmd(data: Location, workers: int | None) -> None:
     """Compare shards with the manifest (bytes, sha256, counts), indexes with their tars, and decode every sample."""
     try:
         problems = verify(data, workers)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     for p in problems:
         click.echo(p)

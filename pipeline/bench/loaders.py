@@ -181,8 +181,11 @@ def run_bench(
     rounds: int = 1,
     normalize: str = "mean",
     dali_options: dict[str, Any] | None = None,
+    **cache: Any,
 ) -> BenchResult:
     """The decode ceilings, then each loader, on the same shards with the same settings.
+
+    `cache` (`cache_dir`, `cache_max_bytes`) goes to `make_loader`, for an s3:// `data`.
 
     With `rounds` > 1 the whole sequence runs that many times and each row keeps its fastest
     round, so that a burst of load from elsewhere on a shared machine hits no row alone.
@@ -195,7 +198,7 @@ def run_bench(
     if dev.type == "cpu":
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
-        options = {"normalize": normalize, **(dali_options or {} if kind == "dali" else {})}
+        options = {"normalize": normalize, **(dali_options or {} if kind == "dali" else {}), **cache}
         runs[kind] = lambda kind=kind, options=options: measure_loader(
             kind, data, dev, batch_size, batches, warmup, workers, **options
         )

@@ -22,6 +22,7 @@ from alexnet.pipeline.loaders.contract import (
     LoaderKind,
     default_workers,
 )
+from alexnet.pipeline.store.storage import Location, StorageError, is_url, parse_location
 
 __all__ = ["LOADER_KINDS", "Loader", "LoaderConfig", "make_loader"]
 
@@ -45,6 +46,8 @@ def make_loader(
     epochs: int | None = None,
     normalize: Normalize = "mean",
     channels_last: bool = False,
+    cache_dir: Path | None = None,
+    cache_max_bytes: int | None = None,
     **options: Any,
 ) -> Loader:
     """Build a `kind` loader over `data/split`; defaults follow the split.
@@ -54,6 +57,9 @@ def make_loader(
     process) defaults to `default_workers()`: this process's cores over the ranks on this machine.
     `epochs`, when given, is the run's length: a loader prepares no epoch past the last.
     `normalize` and `channels_last`: the values and memory format (module docstring).
+    `data` may be an `s3://bucket/prefix` URL: DALI streams the shards itself; the torch and FFCV
+    loaders (and DALI when `cache_dir` is given) read them from a local copy in `cache_dir`, fetched
+    and checked first (`store/cache.py`, bounded by `cache_max_bytes`).
     `options` go to the loader class (e.g. DALI's `prefetch_queue_depth`).
     """
     train = split == "train" if train is None else train
@@ -66,8 +72,9 @@ def make_loader(
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype {dtype}: choose one of {', '.join(map(str, OUTPUT_DTYPES))}")
     check_normalize(normalize)
+    data = local_or_streamed(kind, parse_location(data), split, cache_dir, cache_max_bytes)
     config = LoaderConfig(
-        data=Path(data),
+        data=data,
         split=split,
         batch_size=batch_size,
         device=torch.device(device),
@@ -98,3 +105,18 @@ def make_loader(
 
         return FfcvLoader(config, mode="raw" if kind == "ffcv-raw" else "jpg", **options)
     raise ValueError(f"unknown loader {kind!r}; choose one of {', '.join(LOADER_KINDS)}")
+
+
+def local_or_streamed(
+    kind: LoaderKind, data: Location, split: str, cache_dir: Path | None, max_bytes: int | None
+) -> Location:
+    """`data` itself, or the local cached copy a loader that reads local files needs of an s3:// `data`."""
+    if not is_url(data) or (kind == "dali" and cache_dir is None):
+        return data
+    if cache_dir is None:
+        raise StorageError(f"--loader {kind} reads shards from local disk: give --cache-dir DIR to fetch {data} into")
+    from alexnet.pipeline.store.betons import beton_name
+    from alexnet.pipeline.store.cache import fill_cache
+
+    betons = [beton_name(split, "raw" if kind == "ffcv-raw" else "jpg")] if kind.startswith("ffcv") else []
+    return fill_cache(data, cache_dir, [split], betons, max_bytes)

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from alexnet.pipeline.augment import Normalize
+from alexnet.pipeline.store.storage import Location
 
 LoaderKind = Literal["dali", "torch", "ffcv", "ffcv-raw"]
 LastBatch = Literal["drop", "partial"]
@@ -63,7 +64,7 @@ SHUFFLE_BUFFER = 4096  # DALI's shuffle buffer (samples): about four shards of t
 class LoaderConfig:
     """The knobs every loader takes (docs/design.md): what to read, how to cut it, where to put it."""
 
-    data: Path
+    data: Location  # a local folder, or an s3:// URL the DALI loader streams from
     split: str
     batch_size: int
     device: torch.device

@@ -68,6 +68,7 @@ from alexnet.pipeline.loaders.contract import (
 )
 from alexnet.pipeline.loaders.dali_cpu_finish import finish_on_cpu
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.pca_file import PcaStats, load_stats
 from alexnet.pipeline.store.shards import ShardReader, index_path
 
@@ -339,7 +340,12 @@ class DaliLoader(SeededEpochs):
             else:
                 images, extra = (ten_crop_graph if c.ten_crop else center_graph)(jpegs, self.settings), []
             pipe.set_outputs(images, labels, *extra)
-        pipe.build()
+        try:
+            pipe.build()  # opens the tars: on S3, DALI's first requests
+        except RuntimeError as e:
+            if (failed := self.store_failure(e)) is not None:
+                raise failed from None
+            raise
         return pipe
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -385,15 +391,28 @@ class DaliLoader(SeededEpochs):
         try:
             return pipe.outputs(cuda_stream=handover_stream(self.config.device))
         except RuntimeError as e:
+            if (failed := self.store_failure(e)) is not None:
+                raise failed from None
             if "fn.decoders." not in str(e):
                 raise
             lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
             reason = lines[-1] if lines else "decode error"
             c = self.config
             raise CorruptSample(
-                f"{c.data / c.split}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
+                f"{storage.join(c.data, c.split)}: a sample of the {len(self.tars)} {c.split} shards cannot be decoded "
                 f"(DALI: {reason}); find it with `alexnet-tools verify --data {c.data}` and re-run prepare"
             ) from None
+
+    def store_failure(self, e: RuntimeError) -> storage.StorageError | None:
+        """A reader's error on s3:// data (DALI's S3 client gave up after its own retries) as one line, else None."""
+        if "fn.readers." not in str(e) or not storage.is_url(self.config.data):
+            return None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip() and "no longer valid" not in line]
+        reason = lines[-1] if lines else "read error"
+        return storage.StorageError(
+            f"{self.config.data}: reading the {self.config.split} shards from the object store failed "
+            f"(DALI: {reason}); once it answers again, continue with --resume"
+        )
 
     def start_epoch(self, epoch: int, checkpoint: bytes | str | None, depth: int) -> Pipeline:
         """Build `epoch`'s pipeline and schedule its first `depth` batches (they run in the background)."""

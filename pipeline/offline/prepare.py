@@ -11,15 +11,14 @@ stops, lets the few chunks in flight finish, removes its temporary files and clo
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
-import shutil
 import signal
+import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
@@ -37,6 +36,7 @@ from alexnet.pipeline.offline.image import (
 )
 from alexnet.pipeline.offline.verify import index_mismatches
 from alexnet.pipeline.paper import STORED_SIZE
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import TMP_SUFFIX, tmp_path
 from alexnet.pipeline.store.betons import FFCV_DIR
 from alexnet.pipeline.store.manifest import (
@@ -49,6 +49,7 @@ from alexnet.pipeline.store.manifest import (
 )
 from alexnet.pipeline.store.pca_file import PCA_FILE
 from alexnet.pipeline.store.shards import ShardWriter, index_path, read_index, sha256_file, shard_name
+from alexnet.pipeline.store.storage import Location
 
 # The defaults of every setting; the CLI reads them from here.
 JPEG_QUALITY = 90
@@ -145,16 +146,14 @@ def new_manifest(
     }
 
 
-def open_out(out: Path, fresh: dict, overwrite: bool, announce: Callable[[str], None] = print) -> dict:
-    """Create OUT, or reopen it for a resume; refuse other settings or input unless `overwrite`.
+def open_out(out: Location, fresh: dict, overwrite: bool, announce: Callable[[str], None] = print) -> dict:
+    """Create OUT (or check the bucket answers), or reopen it for a resume; refuse other settings or input unless `overwrite`.
 
     The refusal names what differs, old value → new. `overwrite` removes the old shards, the
     manifest and everything derived from them (pca.json, ffcv/), and `announce`s what it removed.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
-    if manifest_path(out).is_file():
+    storage.check_writable(out)
+    if storage.exists(manifest_path(out)):
         old = read_manifest(out)
         differences = manifest_differences(old, fresh)
         if not differences:
@@ -164,11 +163,11 @@ def open_out(out: Path, fresh: dict, overwrite: bool, announce: Callable[[str], 
                 f"{out}: holds shards made with other settings or input ({'; '.join(differences)}); "
                 "use another --out, or --overwrite to replace them"
             )
-        removed = remove_derived(out) + [manifest_path(out).name]
-        manifest_path(out).unlink()  # first, so that nothing trusts the old shards once they start to go
-        removed += [f"{f}/" for f in SPLITS if (out / f).exists()]
+        removed = remove_derived(out) + [storage.name(manifest_path(out))]
+        storage.delete(manifest_path(out))  # first, so that nothing trusts the old shards once they start to go
+        removed += [f"{f}/" for f in SPLITS if storage.list_folder(storage.join(out, f))]
         for folder in SPLITS:
-            shutil.rmtree(out / folder, ignore_errors=True)
+            storage.remove_tree(storage.join(out, folder))
         announce(f"--overwrite: removed {', '.join(removed)} from {out} ({'; '.join(differences)})")
     return fresh
 
@@ -202,37 +201,46 @@ def manifest_differences(old: dict, fresh: dict) -> list[str]:
     return diffs
 
 
-def remove_derived(out: Path) -> list[str]:
+def remove_derived(out: Location) -> list[str]:
     """Delete what other tools computed from OUT's shards (pca.json, ffcv/); returns the names removed."""
     removed = []
-    if (out / PCA_FILE).exists():
-        (out / PCA_FILE).unlink()
+    if storage.exists(storage.join(out, PCA_FILE)):
+        storage.delete(storage.join(out, PCA_FILE))
         removed.append(PCA_FILE)
-    if (out / FFCV_DIR).exists():
-        shutil.rmtree(out / FFCV_DIR)
+    ffcv = storage.join(out, FFCV_DIR)
+    if storage.list_folder(ffcv) or (not storage.is_url(ffcv) and Path(ffcv).exists()):
+        storage.remove_tree(ffcv)
         removed.append(f"{FFCV_DIR}/")
     return removed
 
 
-def finished_shards(out: Path, split: str, record: dict) -> tuple[dict[str, dict], list[str]]:
-    """The shards the manifest records that are whole on disk, and the names of those that differ.
+def finished_shards(out: Location, split: str, record: dict) -> tuple[dict[str, dict], list[str]]:
+    """The shards the manifest records that are whole in OUT, and the names of those that differ.
 
-    A recorded shard is kept when its tar has the recorded size and sha256 (streamed: a sequential
-    read) and its index lists the recorded count at the offsets the tar holds. A shard that is
-    absent is simply not finished; one that is present but differs is returned to be rebuilt.
+    The split's folder (prefix) is listed once. A recorded shard is kept when its tar has the
+    recorded size and sha256 (streamed: a sequential read; from S3, one download of tar and index)
+    and its index lists the recorded count at the offsets the tar holds. A shard that is absent is
+    simply not finished; one that is present but differs is returned to be rebuilt.
     """
     done, differ = {}, []
-    shards = [s for s in record["shards"] if (out / split / s["name"]).is_file()]
+    present = storage.list_folder(storage.join(out, split))
+    shards = [s for s in record["shards"] if s["name"] in present]
     for shard in tqdm(shards, desc=f"check {split}", unit="shard", disable=not shards):
-        tar = out / split / shard["name"]
-        whole = (
-            tar.stat().st_size == shard["bytes"] and sha256_file(tar) == shard["sha256"] and index_agrees(tar, shard)
+        whole = present[shard["name"]] == shard["bytes"] and shard_agrees(
+            storage.join(out, split, shard["name"]), shard
         )
         if whole and shard["samples"]:  # an empty shard (an older prepare's) goes: no loader can read it
             done[shard["name"]] = shard
         else:
             differ.append(shard["name"])
     return done, differ
+
+
+def shard_agrees(tar: Location, shard: dict) -> bool:
+    """The tar hashes to the recorded sha256 and its index agrees with it (read from a local copy when remote)."""
+    files = [tar, index_path(tar)] if storage.exists(index_path(tar)) else [tar]
+    with storage.local_copies(files) as (local, *_):
+        return sha256_file(local) == shard["sha256"] and index_agrees(local, shard)
 
 
 def index_agrees(tar: Path, shard: dict) -> bool:
@@ -245,7 +253,7 @@ def index_agrees(tar: Path, shard: dict) -> bool:
 
 
 def remove_leftovers(out: Path) -> None:
-    """Delete the temporary files of a killed or failed run (they are never complete)."""
+    """Delete the temporary files of a killed or failed run in a local OUT (they are never complete)."""
     tmp_path(manifest_path(out)).unlink(missing_ok=True)
     for split in SPLITS:
         if (out / split).is_dir():
@@ -321,7 +329,7 @@ def _process(task: tuple[Path | tuple[Path, int, int, str], int, int, bool]) -> 
 
 def prepare(
     root: Path,
-    out: Path,
+    out: Location,
     settings: Settings = Settings(),
     val_labels: Path | None = None,
     workers: int | None = None,
@@ -333,7 +341,9 @@ def prepare(
     """Write every split's shards and the manifest; returns what each split's run did (`limit`, `classes`: see plan_splits).
 
     `announce` gets a line for each thing removed beside the shards (see `open_out`). A run that
-    fails or is interrupted removes its temporary files before the error reaches the caller.
+    fails or is interrupted removes its temporary files before the error reaches the caller. OUT
+    may be an `s3://` URL: each shard is written in a local temporary folder, uploaded once
+    complete (index, then tar), and the manifest is put after it.
     """
     wnids, splits = plan_splits(root, val_labels, settings.shuffle_seed, limit, classes, workers)
     if "train" not in splits:
@@ -343,15 +353,17 @@ def prepare(
     manifest = open_out(out, new_manifest(root, settings, wnids, splits, classes), overwrite, announce)
     manifest["complete"] = False  # until every shard is checked or rebuilt (a re-run may rebuild some)
     before = shards_digest(manifest)
-    remove_leftovers(out)
     results = {}
-    try:
-        with worker_pool(workers) as pool:
-            for split, samples in splits.items():
-                results[split] = prepare_split(pool, root, out, split, samples, settings, manifest)
-    except BaseException:
-        remove_leftovers(out)
-        raise
+    with staging_folder(out) as staged:
+        staging = Path(staged)
+        remove_leftovers(staging)
+        try:
+            with worker_pool(workers) as pool:
+                for split, samples in splits.items():
+                    results[split] = prepare_split(pool, root, out, staging, split, samples, settings, manifest)
+        except BaseException:
+            remove_leftovers(staging)
+            raise
     if shards_digest(manifest) != before and (removed := remove_derived(out)):
         announce(f"removed {', '.join(removed)} from {out}: computed from shards that were rebuilt differently")
     manifest["complete"] = True
@@ -359,15 +371,29 @@ def prepare(
     return results
 
 
+def staging_folder(out: Location):
+    """Where shards are written before they are published: OUT itself when local, else a temporary folder."""
+    if storage.is_url(out):
+        return tempfile.TemporaryDirectory(prefix="alexnet-prepare-")
+    return nullcontext(out)
+
+
 def prepare_split(
-    pool: Pool, root: Path, out: Path, split: str, samples: list[ilsvrc.Sample], settings: Settings, manifest: dict
+    pool: Pool,
+    root: Path,
+    out: Location,
+    staging: Path,
+    split: str,
+    samples: list[ilsvrc.Sample],
+    settings: Settings,
+    manifest: dict,
 ) -> SplitResult:
-    """Write the unfinished shards of one split, updating the manifest after each.
+    """Write the unfinished shards of one split (through `staging`), updating the manifest after each.
 
     A finished shard is rebuilt when its bytes differ from the manifest, or when it lacks a file
     that could not be read last time (retried: the permissions may have been fixed since).
     """
-    folder = out / split
+    folder = staging / split
     folder.mkdir(exist_ok=True)
     record = manifest["splits"][split]
     done, differ = finished_shards(out, split, record)
@@ -388,7 +414,7 @@ def prepare_split(
     outputs = in_order(pool, _process, tasks)
     with tqdm(total=sum(len(c) for _, c in todo), desc=f"prepare {split}", unit="img", smoothing=0.05) as bar:
         for name, chunk in todo:
-            shard, quarantine = write_shard(folder / name, chunk, outputs, result, bar)
+            shard, quarantine = write_shard(folder / name, storage.join(out, split, name), chunk, outputs, result, bar)
             if shard is not None:  # None: every image of the chunk is in quarantine, and no shard is written
                 record["shards"].append(shard)
             record["quarantine"].extend(quarantine)
@@ -404,12 +430,14 @@ def prepare_split(
 
 
 def write_shard(
-    tar: Path, chunk: list[ilsvrc.Sample], outputs: Iterator, result: SplitResult, bar: tqdm
+    tar: Path, dest: Location, chunk: list[ilsvrc.Sample], outputs: Iterator, result: SplitResult, bar: tqdm
 ) -> tuple[dict | None, list[dict]]:
-    """Append one chunk's results to a new shard and publish it; returns its record and quarantine.
+    """Append one chunk's results to a new shard at `tar`, publish it to `dest`; returns its record and quarantine.
 
-    A chunk whose every image is quarantined writes no shard (record None): a 0-sample tar is one
-    DALI refuses to index. Its name is skipped, so the other shards keep theirs.
+    `dest` is `tar` itself for a local OUT; an object is uploaded whole, its index first, so the
+    tar's presence still means the shard is complete. A chunk whose every image is quarantined
+    writes no shard (record None): a 0-sample tar is one DALI refuses to index. Its name is
+    skipped, so the other shards keep theirs.
     """
     writer, quarantine = ShardWriter(tar), []
     try:
@@ -429,14 +457,18 @@ def write_shard(
             bar.update()
         if not writer.count:
             writer.abort()
-            tar.unlink(missing_ok=True)  # an empty shard an older prepare left under this name
-            index_path(tar).unlink(missing_ok=True)
+            storage.delete(dest)  # an empty shard an older prepare left under this name
+            storage.delete(index_path(dest))
             return None, quarantine
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    return {"name": tar.name, "samples": writer.count, "bytes": tar.stat().st_size, "sha256": writer.sha256}, quarantine
+    record = {"name": tar.name, "samples": writer.count, "bytes": tar.stat().st_size, "sha256": writer.sha256}
+    if dest != tar:
+        storage.publish_file(index_path(tar), index_path(dest))
+        storage.publish_file(tar, dest)
+    return record, quarantine
 
 
 def format_summary(results: dict[str, SplitResult], seconds: float, out: Path) -> str:

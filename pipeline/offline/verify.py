@@ -14,16 +14,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import TMP_SUFFIX
 from alexnet.pipeline.store.manifest import SPLITS, read_manifest
 from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, index_path, read_index, sha256_file
+from alexnet.pipeline.store.storage import Location
 
 
-def check_shard(task: tuple[Path, dict, int, int]) -> list[str]:
-    """All problems of one shard: file, size, hash, index ↔ tar agreement, and each sample."""
+def check_shard(task: tuple[Location, dict, int, int]) -> list[str]:
+    """All problems of one shard: file, size, hash, index ↔ tar agreement, and each sample.
+
+    A shard in an object store is downloaded once (tar and index) and checked from that copy.
+    """
     tar, record, num_classes, size = task
-    if not tar.is_file():
+    if not storage.exists(tar):
         return [f"{tar}: missing"]
+    files = [tar, index_path(tar)] if storage.exists(index_path(tar)) else [tar]
+    with storage.local_copies(files) as (local, *_):
+        problems = check_local_shard(local, record, num_classes, size)
+    return [p.replace(str(local.parent), str(tar).rsplit("/", 1)[0], 1) for p in problems]
+
+
+def check_local_shard(tar: Path, record: dict, num_classes: int, size: int) -> list[str]:
+    """`check_shard` on a tar (with its index beside it) on local disk."""
     problems = []
     if tar.stat().st_size != record["bytes"]:
         problems.append(f"{tar}: {tar.stat().st_size} bytes, manifest says {record['bytes']}")
@@ -70,24 +83,27 @@ def index_mismatches(tar: Path, keys: list[str], table) -> list[str]:
     return []
 
 
-def unlisted_files(out: Path, manifest: dict) -> list[str]:
+def unlisted_files(out: Location, manifest: dict) -> list[str]:
     """One line per file in OUT's split folders that the manifest does not list, and per temporary file in OUT."""
-    problems = [f"{p}: leftover temporary file" for p in sorted(out.glob(f"*{TMP_SUFFIX}"))]
+    problems = [
+        f"{storage.join(out, n)}: leftover temporary file" for n in storage.list_folder(out) if n.endswith(TMP_SUFFIX)
+    ]
     for split in sorted({*SPLITS, *manifest["splits"]}):
         listed = {
             n
             for s in manifest["splits"].get(split, {}).get("shards", [])
             for n in (s["name"], index_path(Path(s["name"])).name)
         }
-        for path in sorted((out / split).iterdir()) if (out / split).is_dir() else []:
-            if path.name.endswith(TMP_SUFFIX):
+        for found in storage.list_folder(storage.join(out, split)):
+            path = storage.join(out, split, found)
+            if found.endswith(TMP_SUFFIX):
                 problems.append(f"{path}: leftover temporary file")
-            elif path.name not in listed:
+            elif found not in listed:
                 problems.append(f"{path}: not listed in the manifest; no tool reads it: remove it")
     return problems
 
 
-def verify(out: Path, workers: int | None = None) -> list[str]:
+def verify(out: Location, workers: int | None = None) -> list[str]:
     """Every problem found in OUT (empty when all is well)."""
     manifest = read_manifest(out)
     size = manifest["settings"]["size"]
@@ -95,7 +111,7 @@ def verify(out: Path, workers: int | None = None) -> list[str]:
     problems += unlisted_files(out, manifest)
     tasks = []
     for split, record in manifest["splits"].items():
-        tasks += [(out / split / s["name"], s, len(manifest["classes"]), size) for s in record["shards"]]
+        tasks += [(storage.join(out, split, s["name"]), s, len(manifest["classes"]), size) for s in record["shards"]]
         if sum(s["samples"] for s in record["shards"]) != record["samples"]:
             problems.append(f"{out}: {split} shard counts do not add up to the manifest's {record['samples']}")
     with Pool(workers or os.cpu_count()) as pool:

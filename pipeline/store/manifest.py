@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
-from alexnet.pipeline.store.atomic import write_atomic
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.shards import index_path
+from alexnet.pipeline.store.storage import Location
 
 MANIFEST_FILE = "manifest.json"
 # 2: the stored image is the resize of the central square region (earlier outputs resized the whole
@@ -26,33 +26,36 @@ class NotPrepared(FileNotFoundError):
     """The output folder is missing, unfinished, or disagrees with its manifest; re-run prepare."""
 
 
-def manifest_path(out: Path) -> Path:
-    return out / MANIFEST_FILE
+def manifest_path(out: Location) -> Location:
+    return storage.join(out, MANIFEST_FILE)
 
 
-def read_manifest(out: Path) -> dict:
-    """The manifest of a prepared folder; a clear error when there is none or it is not JSON."""
+def read_manifest(out: Location) -> dict:
+    """The manifest of a prepared folder (or prefix); a clear error when there is none or it is not JSON."""
     path = manifest_path(out)
-    if not path.is_file():
-        raise NotPrepared(f"{path}: no manifest; run `alexnet-tools prepare --out {out}` first")
     try:
-        return json.loads(path.read_text())
+        text = storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise NotPrepared(f"{path}: no manifest; run `alexnet-tools prepare --out {out}` first") from None
+    try:
+        return json.loads(text.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise NotPrepared(
             f"{path}: not a readable manifest ({e}); re-run `alexnet-tools prepare --out {out}`"
         ) from None
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    """Write the manifest to a temporary name, fsync, then rename over the old one."""
-    write_atomic(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
+def write_manifest(out: Location, manifest: dict) -> None:
+    """Write the manifest atomically (temporary name, fsync, rename; one PUT on S3)."""
+    storage.write_bytes(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
 
 
-def split_shards(out: Path, split: str) -> list[Path]:
+def split_shards(out: Location, split: str) -> list[Location]:
     """The tars of a finished split, in manifest order, after checking them against the manifest.
 
     Refuses (NotPrepared, one line naming what is wrong) an unfinished prepare, a split the
-    manifest does not hold, and a listed tar or index that is missing or of another size.
+    manifest does not hold, and a listed tar or index that is missing or of another size. The
+    split's folder is listed once (one LIST request on S3, not a HEAD per shard).
     """
     manifest = read_manifest(out)
     hint = f"re-run `alexnet-tools prepare --out {out}`"
@@ -61,15 +64,15 @@ def split_shards(out: Path, split: str) -> list[Path]:
     shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
     if not shards:
         raise NotPrepared(f"{out}: the manifest lists no {split} shards; {hint} on a source with a {split} split")
-    tars = []
+    tars, present = [], storage.list_folder(storage.join(out, split))
     for record in shards:
-        tar = out / split / record["name"]
-        if not tar.is_file():
+        tar = storage.join(out, split, record["name"])
+        if record["name"] not in present:
             raise NotPrepared(f"{tar}: listed in the manifest but missing; {hint}")
-        if tar.stat().st_size != record["bytes"]:
-            raise NotPrepared(f"{tar}: {tar.stat().st_size} bytes, the manifest says {record['bytes']}; {hint}")
-        if not index_path(tar).is_file():
-            raise NotPrepared(f"{index_path(tar)}: missing index of {tar.name}; {hint}")
+        if present[record["name"]] != record["bytes"]:
+            raise NotPrepared(f"{tar}: {present[record['name']]} bytes, the manifest says {record['bytes']}; {hint}")
+        if storage.name(index_path(tar)) not in present:
+            raise NotPrepared(f"{index_path(tar)}: missing index of {record['name']}; {hint}")
         tars.append(tar)
     return tars
 

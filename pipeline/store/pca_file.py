@@ -11,10 +11,10 @@ import dataclasses
 import json
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from alexnet.pipeline.store.atomic import write_atomic
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.manifest import manifest_path, read_manifest, shards_digest
+from alexnet.pipeline.store.storage import Location
 
 PCA_FILE = "pca.json"
 
@@ -36,18 +36,20 @@ class PcaStats:
     manifest_sha256: str
 
 
-def save_pca(stats: PcaStats, path: Path) -> None:
+def save_pca(stats: PcaStats, path: Location) -> None:
     """Write pca.json atomically."""
-    write_atomic(path, json.dumps(asdict(stats), indent=2) + "\n")
+    storage.write_bytes(path, json.dumps(asdict(stats), indent=2) + "\n")
 
 
-def load_pca(path: Path) -> PcaStats:
+def load_pca(path: Location) -> PcaStats:
     """Read and check pca.json; a missing or malformed file gets a one-line hint to run `pca-stats`."""
-    hint = f"run `alexnet-tools pca-stats --data {path.parent}`"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no PCA statistics; {hint} first")
+    hint = f"run `alexnet-tools pca-stats --data {str(path).rsplit('/', 1)[0]}`"
     try:
-        fields = json.loads(path.read_text())
+        text = storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FileNotFoundError(f"{path}: no PCA statistics; {hint} first") from None
+    try:
+        fields = json.loads(text.decode())
         stats = PcaStats(**{f.name: fields[f.name] for f in dataclasses.fields(PcaStats)})
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise FileNotFoundError(
@@ -58,12 +60,12 @@ def load_pca(path: Path) -> PcaStats:
     return stats
 
 
-def load_stats(data: Path) -> PcaStats:
+def load_stats(data: Location) -> PcaStats:
     """`data/pca.json`, with one warning line on stderr when it was computed from other shards than `data`'s."""
-    stats = load_pca(data / PCA_FILE)
-    if manifest_path(data).is_file() and stats.manifest_sha256 != shards_digest(read_manifest(data)):
+    stats = load_pca(storage.join(data, PCA_FILE))
+    if storage.exists(manifest_path(data)) and stats.manifest_sha256 != shards_digest(read_manifest(data)):
         print(
-            f"warning: {data / PCA_FILE} was computed from other shards than {manifest_path(data)} lists; "
+            f"warning: {storage.join(data, PCA_FILE)} was computed from other shards than {manifest_path(data)} lists; "
             f"re-run `alexnet-tools pca-stats --data {data}`",
             file=sys.stderr,
         )

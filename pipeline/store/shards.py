@@ -25,12 +25,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import tmp_path, write_atomic
+from alexnet.pipeline.store.storage import Location
 
 INDEX_VERSION = "v1.2"
 BLOCK = tarfile.BLOCKSIZE
 # The columns of an index table: where each sample's two members sit in its tar.
 JPG_OFFSET, JPG_SIZE, CLS_OFFSET, CLS_SIZE = range(4)
+# Whole tars a reader keeps in memory per process when they come from an object store (readers
+# go through a split tar by tar, so two cover the one in use and the next).
+REMOTE_TARS_HELD = 2
 
 
 def shard_name(split: str, number: int) -> str:
@@ -38,9 +43,9 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
 
 
-def index_path(tar_path: Path) -> Path:
-    """The DALI index file that belongs to `tar_path`."""
-    return tar_path.with_suffix(".idx")
+def index_path(tar_path: Location) -> Location:
+    """The DALI index file that belongs to `tar_path` (a local path or an object URL)."""
+    return storage.with_suffix(tar_path, ".idx")
 
 
 class _HashingFile:
@@ -131,13 +136,13 @@ def _padded(size: int) -> int:
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
-def read_index(idx_path: Path) -> tuple[list[str], np.ndarray]:
+def read_index(idx_path: Location) -> tuple[list[str], np.ndarray]:
     """Parse a v1.2 index: the sample keys, and an int64 table [N, 4] of (jpg offset, jpg size, cls offset, cls size).
 
     Takes the lines `ShardWriter` writes and those of DALI's wds2idx for jpg+cls samples (either
     member first). Raises ValueError naming the file when it is not such an index.
     """
-    lines = idx_path.read_text().splitlines()
+    lines = storage.read_bytes(idx_path).decode().splitlines()
     header = lines[0].split() if lines else []
     if len(header) != 2 or header[0] != INDEX_VERSION or not header[1].isdigit() or int(header[1]) != len(lines) - 1:
         raise ValueError(f"{idx_path}: header {lines[0] if lines else ''!r} does not match {len(lines) - 1} entries")
@@ -158,19 +163,20 @@ class ShardReader:
 
     The tars are memory-mapped lazily in each process that reads (a reader pickles without its
     maps, so DataLoader and pool workers open their own). Sample i's JPEG comes back as a view
-    into the map: no copy. `for_split` is the checked way in: it takes the tars from the manifest.
+    into the map: no copy. A tar in an object store is read whole (one GET) and the last
+    `REMOTE_TARS_HELD` are kept. `for_split` is the checked way in: it takes the tars from the manifest.
     """
 
-    def __init__(self, tars: list[Path]) -> None:
+    def __init__(self, tars: list[Location]) -> None:
         tables = [read_index(index_path(t))[1] for t in tars]
-        self.tars = [Path(t) for t in tars]
+        self.tars = [storage.parse_location(t) for t in tars]
         self.sizes = [len(t) for t in tables]
         self.tar = np.repeat(np.arange(len(tars), dtype=np.int32), self.sizes)
         self.where = np.concatenate(tables) if tables else np.zeros((0, 4), np.int64)
-        self._maps: dict[int, mmap.mmap] = {}
+        self._maps: dict[int, mmap.mmap | bytes] = {}
 
     @classmethod
-    def for_split(cls, out: Path, split: str) -> ShardReader:
+    def for_split(cls, out: Location, split: str) -> ShardReader:
         """The split's shards as the manifest lists them, checked against it (see `split_shards`)."""
         from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, split_shards
 
@@ -189,10 +195,16 @@ class ShardReader:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
 
-    def _map(self, tar: int) -> mmap.mmap:
+    def _map(self, tar: int) -> mmap.mmap | bytes:
         if tar not in self._maps:
-            with open(self.tars[tar], "rb") as f:
-                self._maps[tar] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            location = self.tars[tar]
+            if storage.is_url(location):
+                for old in list(self._maps)[: max(0, len(self._maps) - REMOTE_TARS_HELD + 1)]:
+                    del self._maps[old]
+                self._maps[tar] = storage.read_bytes(location)
+            else:
+                with open(location, "rb") as f:
+                    self._maps[tar] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._maps[tar]
 
     def sample(self, index: int) -> tuple[memoryview, int]:
@@ -201,7 +213,7 @@ class ShardReader:
         jo, js, co, cs = (int(v) for v in self.where[index])
         return memoryview(m)[jo : jo + js], int(m[co : co + cs])
 
-    def tar_path(self, index: int) -> Path:
+    def tar_path(self, index: int) -> Location:
         return self.tars[int(self.tar[index])]
 
     def key(self, index: int) -> str:
@@ -224,7 +236,8 @@ class ShardReader:
 
     def close(self) -> None:
         for m in self._maps.values():
-            m.close()
+            if isinstance(m, mmap.mmap):
+                m.close()
         self._maps.clear()
 
 
@@ -253,10 +266,10 @@ def worker_reader() -> ShardReader:
     return _worker_reader
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
+def sha256_file(path: Location) -> str:
+    """Hex sha256 of a file or object, read in 1 MiB blocks (one streamed GET on S3)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_stream(path) as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
