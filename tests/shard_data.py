@@ -25,9 +25,9 @@ from alexnet.pipeline.offline.image import encode_jpeg
 from alexnet.pipeline.offline.pca import compute_pca
 from alexnet.pipeline.offline.prepare import Settings, prepare
 from alexnet.pipeline.offline.synth import write_tree
-from alexnet.pipeline.store.manifest import FORMAT_VERSION, read_manifest, shards_digest, write_manifest
+from alexnet.pipeline.store.manifest import FORMAT_VERSION, index_path, read_manifest, shards_digest, write_manifest
 from alexnet.pipeline.store.pca_file import PCA_FILE, PcaStats, save_pca
-from alexnet.pipeline.store.shards import ShardReader, ShardWriter, index_path, read_index, shard_name
+from alexnet.pipeline.store.shards import ShardReader, ShardWriter, read_index, shard_name
 
 TRAIN_SHARDS = [20, 20, 8]  # 48 samples; the last shard short, as prepare's often is
 VAL_SHARDS = [16, 5]  # 21 samples: odd, so ranks and batches never divide it

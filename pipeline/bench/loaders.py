@@ -26,7 +26,8 @@ from alexnet.pipeline.bench.charts import bar_chart
 from alexnet.pipeline.bench.timing import Measurement, Stopwatch, best_of
 from alexnet.pipeline.loaders import Loader, make_loader
 from alexnet.pipeline.loaders.contract import default_workers
-from alexnet.pipeline.store.shards import ShardReader, index_path, reader_pool, worker_reader
+from alexnet.pipeline.store.manifest import index_path
+from alexnet.pipeline.store.shards import ShardReader, reader_pool, worker_reader
 
 WARMUP_BATCHES = 3
 CEILING_CHUNK = 64  # images per pool task

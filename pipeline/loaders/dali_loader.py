@@ -69,8 +69,9 @@ from alexnet.pipeline.loaders.contract import (
 from alexnet.pipeline.loaders.dali_cpu_finish import finish_on_cpu
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
 from alexnet.pipeline.store import storage
+from alexnet.pipeline.store.manifest import index_path
 from alexnet.pipeline.store.pca_file import PcaStats, load_stats
-from alexnet.pipeline.store.shards import ShardReader, index_path
+from alexnet.pipeline.store.shards import ShardReader
 
 READER = "reader"
 LABEL_PAD = 255  # not an ASCII digit

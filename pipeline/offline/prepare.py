@@ -42,13 +42,14 @@ from alexnet.pipeline.store.betons import FFCV_DIR
 from alexnet.pipeline.store.manifest import (
     FORMAT_VERSION,
     SPLITS,
+    index_path,
     manifest_path,
     read_manifest,
     shards_digest,
     write_manifest,
 )
 from alexnet.pipeline.store.pca_file import PCA_FILE
-from alexnet.pipeline.store.shards import ShardWriter, index_path, read_index, sha256_file, shard_name
+from alexnet.pipeline.store.shards import ShardWriter, read_index, sha256_file, shard_name
 from alexnet.pipeline.store.storage import Location
 
 # The defaults of every setting; the CLI reads them from here.

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import TMP_SUFFIX
-from alexnet.pipeline.store.manifest import SPLITS, read_manifest
-from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, index_path, read_index, sha256_file
+from alexnet.pipeline.store.manifest import SPLITS, index_path, read_manifest
+from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, read_index, sha256_file
 from alexnet.pipeline.store.storage import Location
 
 

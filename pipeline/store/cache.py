@@ -20,9 +20,9 @@ from pathlib import Path
 from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import write_atomic
 from alexnet.pipeline.store.betons import FFCV_DIR, MANIFEST_KEY
-from alexnet.pipeline.store.manifest import MANIFEST_FILE, read_manifest
+from alexnet.pipeline.store.manifest import MANIFEST_FILE, index_path, read_manifest
 from alexnet.pipeline.store.pca_file import PCA_FILE
-from alexnet.pipeline.store.shards import index_path, sha256_file
+from alexnet.pipeline.store.shards import sha256_file
 from alexnet.pipeline.store.storage import StorageError, split_url
 
 FETCH_THREADS = 8  # concurrent GETs: an object store answers each request with some latency

@@ -12,7 +12,6 @@ import hashlib
 import json
 
 from alexnet.pipeline.store import storage
-from alexnet.pipeline.store.shards import index_path
 from alexnet.pipeline.store.storage import Location
 
 MANIFEST_FILE = "manifest.json"
@@ -28,6 +27,11 @@ class NotPrepared(FileNotFoundError):
 
 def manifest_path(out: Location) -> Location:
     return storage.join(out, MANIFEST_FILE)
+
+
+def index_path(tar_path: Location) -> Location:
+    """The DALI index file that belongs to `tar_path` (a local path or an object URL)."""
+    return storage.with_suffix(tar_path, ".idx")
 
 
 def read_manifest(out: Location) -> dict:

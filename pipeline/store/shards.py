@@ -27,6 +27,7 @@ from PIL import Image
 
 from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.atomic import tmp_path, write_atomic
+from alexnet.pipeline.store.manifest import NotPrepared, index_path, read_manifest, split_shards
 from alexnet.pipeline.store.storage import Location
 
 INDEX_VERSION = "v1.2"
@@ -41,11 +42,6 @@ REMOTE_TARS_HELD = 2
 def shard_name(split: str, number: int) -> str:
     """`train-000042.tar`: the tar's file name; the index has the same stem with `.idx`."""
     return f"{split}-{number:06d}.tar"
-
-
-def index_path(tar_path: Location) -> Location:
-    """The DALI index file that belongs to `tar_path` (a local path or an object URL)."""
-    return storage.with_suffix(tar_path, ".idx")
 
 
 class _HashingFile:
@@ -178,7 +174,6 @@ class ShardReader:
     @classmethod
     def for_split(cls, out: Location, split: str) -> ShardReader:
         """The split's shards as the manifest lists them, checked against it (see `split_shards`)."""
-        from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, split_shards
 
         tars = split_shards(out, split)
         reader = cls(tars)

@@ -26,9 +26,9 @@ from PIL import Image
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.offline.image import BadImage, Unreadable, load_rgb
 from alexnet.pipeline.offline.pca import compute_pca
-from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, write_manifest
+from alexnet.pipeline.store.manifest import NotPrepared, index_path, read_manifest, write_manifest
 from alexnet.pipeline.store.pca_file import PCA_FILE, save_pca
-from alexnet.pipeline.store.shards import ShardReader, index_path, read_index
+from alexnet.pipeline.store.shards import ShardReader, read_index
 from alexnet.tools.pca_stats import pca_stats
 from alexnet.tools.prepare import prepare_cmd
 from alexnet.tools.verify import verify_cmd

@@ -14,8 +14,8 @@ from imagenet_trees import WNIDS, make_flat_val, make_train, write_kaggle_csv
 from PIL import Image
 from shard_data import kill_after_first_shard, tar_samples
 
-from alexnet.pipeline.store.manifest import read_manifest
-from alexnet.pipeline.store.shards import index_path, read_index
+from alexnet.pipeline.store.manifest import index_path, read_manifest
+from alexnet.pipeline.store.shards import read_index
 from alexnet.tools.prepare import prepare_cmd
 
 VAL = [WNIDS[1], WNIDS[0], WNIDS[2], WNIDS[2]]

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 from imagenet_trees import make_prepared
 
-from alexnet.pipeline.store.shards import index_path, read_index
+from alexnet.pipeline.store.manifest import index_path
+from alexnet.pipeline.store.shards import read_index
 from alexnet.tools.verify import verify_cmd
 
 

@@ -11,9 +11,16 @@ from shard_data import PCA, TRAIN_SHARDS, decode_stored, tar_samples, write_prep
 
 from alexnet.pipeline import make_loader
 from alexnet.pipeline.offline.pca import compute_pca
-from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, shards_digest, split_shards, write_manifest
+from alexnet.pipeline.store.manifest import (
+    NotPrepared,
+    index_path,
+    read_manifest,
+    shards_digest,
+    split_shards,
+    write_manifest,
+)
 from alexnet.pipeline.store.pca_file import PCA_FILE, load_pca, load_stats, save_pca
-from alexnet.pipeline.store.shards import ShardReader, decode_jpeg, index_path
+from alexnet.pipeline.store.shards import ShardReader, decode_jpeg
 
 
 @pytest.fixture
