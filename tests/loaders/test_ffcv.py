@@ -215,6 +215,27 @@ def test_draws_depend_on_key_and_sample_only(data):
     assert one == two
 
 
+@needs_ffcv
+def test_batch_buffers_are_reused_only_once_let_go():
+    """The fused step's output arrays: one still held, even through a view of a view, is never
+    handed out again; let go, it is; after a burst of held batches the pool shrinks back to `keep`."""
+    from alexnet.pipeline.loaders.ffcv_loader import BatchBuffers
+
+    buffers = BatchBuffers((4, 3), keep=2)
+    first = buffers.take()
+    first_id, view = id(first), torch.from_numpy(first[:2]).t()
+    del first
+    second = buffers.take()
+    assert id(second) != first_id and len(buffers.arrays) == 2
+    del second, view
+    assert id(buffers.take()) == first_id
+    held = [buffers.take() for _ in range(5)]
+    assert len(buffers.arrays) == 5 and len({id(a) for a in held}) == 5
+    del held
+    buffers.take()
+    assert len(buffers.arrays) == 2
+
+
 def ffcv_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()]
 
