@@ -64,7 +64,7 @@ from alexnet.pipeline.loaders.contract import (
     sample_order,
     samples_per_epoch,
 )
-from alexnet.pipeline.loaders.cpu_finish import finish_sample, finish_sample_hwc
+from alexnet.pipeline.loaders.cpu_finish import finish_window, finish_window_hwc
 from alexnet.pipeline.loaders.device_step import DeviceStep, pinned_to
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
 from alexnet.pipeline.store.betons import Mode, beton_path, export_hint, import_ffcv
@@ -202,10 +202,6 @@ def _fixed_crops(images: np.ndarray, crops: np.ndarray, offsets: np.ndarray) -> 
             _window(images[i], offsets[k, 0], offsets[k, 1], offsets[k, 2] != 0, crops[i, k])
 
 
-_finish_chw = numba.njit(cache=True, nogil=True)(finish_sample)
-_finish_hwc = numba.njit(cache=True, nogil=True)(finish_sample_hwc)
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _random_finish(
     images: np.ndarray,
@@ -219,18 +215,15 @@ def _random_finish(
     """The whole training step after the decode, per image: its window at its draws, mirrored,
     lit and normalised as float32 into out[i] (3×H×W, or H×W×3 with `channels_last`).
 
-    The window is copied into a small scratch array first (in cache), because the finishing
-    kernels read contiguous rows; `means` holds each sample's mean with its lighting folded in.
+    The window is read in place from the decoded image; `means` holds each sample's mean with
+    its lighting folded in, `scale` is 1/std.
     """
     for i in numba.prange(len(indices)):
         dx, dy, flip = _offsets(key, U64(indices[i]))
-        window = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
-        _window(images[i], dx, dy, False, window)
-        mirrored = np.full(1, 1 if flip else 0, np.int32)
         if channels_last:
-            _finish_hwc(out[i], window, means[i], scale, mirrored)
+            finish_window_hwc(out[i], images[i], dx, dy, means[i], scale, flip)
         else:
-            _finish_chw(out[i], window, means[i], scale, mirrored)
+            finish_window(out[i], images[i], dx, dy, means[i], scale, flip)
     return out[: len(indices)]
 
 
