@@ -400,11 +400,7 @@ class FfcvLoader(SeededEpochs):
 
     def __init__(self, config: LoaderConfig, mode: Mode = "jpg", os_cache: bool = True, batches_ahead: int = 3) -> None:
         self.config = config
-        self.path = beton_path(config.data, config.split, mode)
-        if not self.path.is_file():
-            raise FileNotFoundError(
-                f"{self.path}: no FFCV file for {config.split}; run `{export_hint(config.data, mode)}` first"
-            )
+        self.path = existing_beton(config.data, config.split, mode)
         split_shards(config.data, config.split)  # the shards it was exported from are finished and whole
         self.step = DeviceStep(load_stats(config.data), config)
         self.key = EpochKey()
@@ -495,14 +491,19 @@ def ffcv_threads(workers: int | None) -> int:
     return max(1, min(default_workers() if workers is None else workers, numba.config.NUMBA_NUM_THREADS))
 
 
+def existing_beton(data: Path, split: str, mode: Mode) -> Path:
+    """The split's beton, or FileNotFoundError naming the command that writes it."""
+    path = beton_path(data, split, mode)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no FFCV file for {split}; run `{export_hint(data, mode)}` first")
+    return path
+
+
 def decode_only(data: Path, batch_size: int, workers: int | None = None) -> Loader:
     """FFCV's own loader over the train JPEG beton doing nothing but decode (SimpleRGBImageDecoder),
     in random order, full batches: the `alexnet-bench loaders` ceiling of FFCV's decoder."""
-    path = beton_path(data, "train", "jpg")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no FFCV file for train; run `{export_hint(data, 'jpg')}` first")
     return Loader(
-        str(path),
+        str(existing_beton(data, "train", "jpg")),
         batch_size=batch_size,
         num_workers=ffcv_threads(workers),
         order=OrderOption.RANDOM,
