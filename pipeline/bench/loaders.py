@@ -5,7 +5,9 @@ device, epoch after epoch (as training would), after `warmup` batches; images/s 
 timed batches only. The *decode ceiling* is plain Pillow JPEG decoding of the same stored images
 in a process pool on this process's cores (`default_workers()`), nothing else (the issue's definition; Pillow and DALI's CPU path
 both use libjpeg-turbo). DALI's own full-image CPU decoder over the same images is measured too,
-as a second ceiling. CPU use is the CPU time of this process and all its live descendants
+as a second ceiling, and, when the FFCV loader runs, FFCV's own decoder (its reader and
+`SimpleRGBImageDecoder` over the JPEG beton, nothing after it) as a third: each loader is then
+compared with its own decoder as well (`vs_ffcv_decoder`). CPU use is the CPU time of this process and all its live descendants
 (threads, DataLoader workers, pool workers) over the timed stretch, read from /proc, in cores.
 """
 
@@ -57,26 +59,58 @@ def measure_loader(
 ) -> Measurement:
     """Images/s of one loader's training batches on `device`, after `warmup` batches."""
     loader = make_loader(kind, data, "train", batch_size, device=device, workers=workers, last_batch="drop", **options)
-    if len(loader) == 0:
+    try:
+        check_batches(len(loader), data, batch_size)
+        return time_batches(endless(loader), device, batches, warmup)
+    finally:
         loader.close()
+
+
+def check_batches(count: int, data: Path, batch_size: int) -> None:
+    """Refuse a train split too small for one full batch (an endless loop of empty epochs otherwise)."""
+    if count == 0:
         raise ValueError(
             f"{data}: the train split holds fewer than one batch of {batch_size} samples; lower --batch-size"
         )
+
+
+def time_batches(
+    batches_out: Iterator[tuple[Any, ...]], device: torch.device, batches: int, warmup: int
+) -> Measurement:
+    """Images/s of `batches` batches of (images, labels, …) from `batches_out` after `warmup` untimed ones."""
     try:
-        batches_out = endless(loader)
         for _ in range(warmup):
             next(batches_out)
         synchronize(device)
         watch, images = Stopwatch(), 0
         watch.start()
         for _ in range(batches):
-            _, labels = next(batches_out)
+            labels = next(batches_out)[1]
             images += len(labels)
         synchronize(device)
         return watch.stop(images)
     finally:
         batches_out.close()
-        loader.close()
+
+
+def measure_ffcv_ceiling(
+    data: Path, batch_size: int, batches: int, warmup: int = WARMUP_BATCHES, workers: int | None = None
+) -> Measurement:
+    """FFCV's decoder alone: its reader and full-image JPEG decoding of the train beton, nothing after it."""
+    from alexnet.pipeline.loaders.ffcv_loader import decode_only, stop
+
+    loader = decode_only(data, batch_size, workers)
+    check_batches(len(loader), data, batch_size)
+
+    def epochs() -> Iterator[tuple[torch.Tensor, ...]]:
+        while True:
+            running = iter(loader)
+            try:
+                yield from running
+            finally:
+                stop(running)
+
+    return time_batches(epochs(), torch.device("cpu"), batches, warmup)
 
 
 def _decode_chunk(indices: np.ndarray) -> int:
@@ -144,16 +178,19 @@ class BenchResult:
     decode_ceiling: Measurement
     dali_decoder: Measurement | None
     loaders: dict[str, Measurement]
+    ffcv_decoder: Measurement | None = None
 
     def to_json(self) -> dict[str, Any]:
         """`{"device", "decode_ceiling": {"images_per_s"}, "loaders": {name: {"images_per_s", …}}, …}`."""
         ceiling = self.decode_ceiling.images_per_s
         torch_rate = self.loaders["torch"].images_per_s if "torch" in self.loaders else None
+        ffcv_rate = self.ffcv_decoder.images_per_s if self.ffcv_decoder else None
         loaders = {
             name: {
                 **m.as_dict(),
                 "vs_torch": m.images_per_s / torch_rate if torch_rate else None,
                 "vs_decode_ceiling": m.images_per_s / ceiling,
+                **({"vs_ffcv_decoder": m.images_per_s / ffcv_rate} if ffcv_rate and name == "ffcv" else {}),
             }
             for name, m in self.loaders.items()
         }
@@ -167,6 +204,9 @@ class BenchResult:
             "dali_decode_ceiling": None
             if self.dali_decoder is None
             else {"decoder": "dali-cpu", **self.dali_decoder.as_dict()},
+            "ffcv_decode_ceiling": None
+            if self.ffcv_decoder is None
+            else {"decoder": "ffcv", **self.ffcv_decoder.as_dict()},
             "loaders": loaders,
         }
 
@@ -198,47 +238,55 @@ def run_bench(
     }
     if dev.type == "cpu":
         runs["dali-decoder"] = lambda: measure_dali_ceiling(data, batch_size, batches, warmup, workers)
+    if "ffcv" in kinds:  # FFCV decodes on the host whatever the device
+        runs["ffcv-decoder"] = lambda: measure_ffcv_ceiling(data, batch_size, batches, warmup, workers)
     for kind in kinds:
         options = {"normalize": normalize, **(dali_options or {} if kind == "dali" else {}), **cache}
         runs[kind] = lambda kind=kind, options=options: measure_loader(
             kind, data, dev, batch_size, batches, warmup, workers, **options
         )
     best = best_of(runs, rounds)
-    pillow, dali = best.pop("pillow"), best.pop("dali-decoder", None)
-    return BenchResult(device, batch_size, batches, rounds, workers or default_workers(), pillow, dali, best)
+    pillow, dali, ffcv = best.pop("pillow"), best.pop("dali-decoder", None), best.pop("ffcv-decoder", None)
+    return BenchResult(device, batch_size, batches, rounds, workers or default_workers(), pillow, dali, best, ffcv)
 
 
 def format_table(result: BenchResult) -> str:
     """The printed table: one row per ceiling and loader."""
     j = result.to_json()
+    pillow = j["decode_ceiling"]["images_per_s"]
     rows = [("decode ceiling (Pillow)", j["decode_ceiling"], None, 1.0)]
-    if j["dali_decode_ceiling"]:
-        d = j["dali_decode_ceiling"]
-        rows.append(("decode ceiling (DALI CPU)", d, None, d["images_per_s"] / j["decode_ceiling"]["images_per_s"]))
+    for name, key in (("DALI CPU", "dali_decode_ceiling"), ("FFCV decoder", "ffcv_decode_ceiling")):
+        if j[key]:
+            rows.append((f"decode ceiling ({name})", j[key], None, j[key]["images_per_s"] / pillow))
     rows += [(f"loader {name}", m, m["vs_torch"], m["vs_decode_ceiling"]) for name, m in j["loaders"].items()]
     best = f", best of {result.rounds} rounds" if result.rounds > 1 else ""
     lines = [
         f"{result.cores} cores, device {result.device}, batch {result.batch_size}, {result.batches} timed batches{best}",
-        f"{'':<27}{'images/s':>10}{'× torch':>9}{'× ceiling':>11}{'CPU cores':>11}{'images/CPU·s':>14}",
+        f"{'':<30}{'images/s':>10}{'× torch':>9}{'× ceiling':>11}{'CPU cores':>11}{'images/CPU·s':>14}",
     ]
     for name, m, vs_torch, vs_ceiling in rows:
         t = "" if vs_torch is None else f"{vs_torch:.2f}"
         per_cpu = "-" if m["images_per_cpu_s"] is None else f"{m['images_per_cpu_s']:.0f}"
         lines.append(
-            f"{name:<27}{m['images_per_s']:>10.0f}{t:>9}{vs_ceiling:>11.2f}{m['cpu_cores']:>11.2f}{per_cpu:>14}"
+            f"{name:<30}{m['images_per_s']:>10.0f}{t:>9}{vs_ceiling:>11.2f}{m['cpu_cores']:>11.2f}{per_cpu:>14}"
+        )
+    if "vs_ffcv_decoder" in j["loaders"].get("ffcv", {}):
+        lines.append(
+            f"loader ffcv against its own decoder (FFCV decoder ceiling): {j['loaders']['ffcv']['vs_ffcv_decoder']:.2f}"
         )
     return "\n".join(lines)
+
+
+CEILING_BARS = (("DALI CPU\ndecode", "dali_decode_ceiling"), ("FFCV\ndecode", "ffcv_decode_ceiling"))
 
 
 def plot(result: BenchResult, path: Path) -> None:
     """A bar chart of images/s: the ceilings, then each loader."""
     j = result.to_json()
-    names = (
-        ["Pillow decode\n(ceiling)"] + (["DALI CPU\ndecode"] if j["dali_decode_ceiling"] else []) + list(j["loaders"])
-    )
-    rates = [j["decode_ceiling"]["images_per_s"]]
-    rates += [j["dali_decode_ceiling"]["images_per_s"]] if j["dali_decode_ceiling"] else []
-    rates += [m["images_per_s"] for m in j["loaders"].values()]
+    ceilings = [("Pillow decode\n(ceiling)", j["decode_ceiling"])]
+    ceilings += [(label, j[key]) for label, key in CEILING_BARS if j[key]]
+    names = [label for label, _ in ceilings] + list(j["loaders"])
+    rates = [c["images_per_s"] for _, c in ceilings] + [m["images_per_s"] for m in j["loaders"].values()]
     colours = ["0.6"] * (len(names) - len(j["loaders"])) + [
         "tab:green" if n == "dali" else "tab:blue" for n in j["loaders"]
     ]

@@ -6,6 +6,7 @@ kernel does the same arithmetic several times faster (figures in `docs/benchmark
 one row of interleaved RGB to float32, then writes the three channel rows (reversed when
 mirrored), which LLVM vectorises. It runs inside the graph as DALI's
 `numba_function` operator, so DALI's threads and memory pool run it like any other operator.
+The kernels themselves are in `cpu_finish` (no DALI import), which the FFCV loader runs too.
 
 Each sample's mean comes from the graph with the lighting shift δ already folded in (mean − δ,
 the same node the GPU graph gives `crop_mirror_normalize`), so output = (pixel − mean) · (1/std),
@@ -21,59 +22,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.plugin.numba import NumbaFunction
 
-
-def finish_sample(out: np.ndarray, image: np.ndarray, mean: np.ndarray, scale: np.ndarray, flip: np.ndarray) -> None:
-    """out[c, y, x] = (image[y, x′, c] − mean[c]) · scale[c], x′ = x or its mirror: 3×H×W float32 from H×W×3 uint8.
-
-    Each row is read as one flat run of bytes (3·W contiguous: LLVM widens it with vector
-    instructions; indexing `image[y, x, c]` instead halves the speed), then de-interleaved.
-    """
-    height, width = image.shape[0], image.shape[1]
-    rows = image.reshape(height, 3 * width)
-    m0, m1, m2 = mean[0], mean[1], mean[2]
-    s0, s1, s2 = scale[0], scale[1], scale[2]
-    row = np.empty(3 * width, np.float32)
-    mirrored = flip[0] != 0
-    for y in range(height):
-        pixels = rows[y]
-        for k in range(3 * width):
-            row[k] = pixels[k]
-        r, g, b = out[0, y], out[1, y], out[2, y]
-        if mirrored:
-            for x in range(width):
-                k = 3 * (width - 1 - x)
-                r[x] = (row[k] - m0) * s0
-                g[x] = (row[k + 1] - m1) * s1
-                b[x] = (row[k + 2] - m2) * s2
-        else:
-            for x in range(width):
-                r[x] = (row[3 * x] - m0) * s0
-                g[x] = (row[3 * x + 1] - m1) * s1
-                b[x] = (row[3 * x + 2] - m2) * s2
-
-
-def finish_sample_hwc(
-    out: np.ndarray, image: np.ndarray, mean: np.ndarray, scale: np.ndarray, flip: np.ndarray
-) -> None:
-    """out[y, x, c] = (image[y, x′, c] − mean[c]) · scale[c], x′ = x or its mirror: H×W×3 float32 from H×W×3 uint8."""
-    height, width = image.shape[0], image.shape[1]
-    rows = image.reshape(height, 3 * width)
-    outs = out.reshape(height, 3 * width)
-    m0, m1, m2 = mean[0], mean[1], mean[2]
-    s0, s1, s2 = scale[0], scale[1], scale[2]
-    mirrored = flip[0] != 0
-    for y in range(height):
-        pixels, o = rows[y], outs[y]
-        for x in range(width):
-            k = 3 * (width - 1 - x) if mirrored else 3 * x
-            o[3 * x] = (np.float32(pixels[k]) - m0) * s0
-            o[3 * x + 1] = (np.float32(pixels[k + 1]) - m1) * s1
-            o[3 * x + 2] = (np.float32(pixels[k + 2]) - m2) * s2
+from alexnet.pipeline.loaders.cpu_finish import finish_sample, finish_sample_hwc
 
 
 def same_shape(outs: Any, ins: Any) -> None:

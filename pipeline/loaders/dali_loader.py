@@ -67,6 +67,7 @@ from alexnet.pipeline.loaders.contract import (
     shard_order,
 )
 from alexnet.pipeline.loaders.dali_cpu_finish import finish_on_cpu
+from alexnet.pipeline.loaders.device_step import pinned_to
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
 from alexnet.pipeline.store import storage
 from alexnet.pipeline.store.manifest import index_path
@@ -254,14 +255,6 @@ def handover_stream(device: torch.device) -> torch.cuda.Stream | None:
     return torch.cuda.current_stream(device) if device.type == "cuda" else None
 
 
-def labels_to(labels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host labels onto `device`: pinned first on a GPU, so the copy really is asynchronous (a
-    non-blocking copy from pageable memory is staged and synchronous for the host)."""
-    if device.type != "cuda":
-        return labels
-    return labels.pin_memory().to(device, non_blocking=True)
-
-
 def decoder_buffers(threads: int, gpu: bool) -> dict[str, int]:
     """What nvJPEG preallocates for `threads` decoding threads of one rank ("mixed" decoder only):
     two pinned host buffers and one device buffer of GPU_DECODE_PADDING bytes per thread (the
@@ -425,7 +418,7 @@ class DaliLoader(SeededEpochs):
         """DALI outputs → (images on the device, int64 labels[, draws]), trimmed to `keep` samples."""
         device = self.config.device
         images = to_torch(outputs[0], device, self.config.channels_last)[:keep]
-        labels = labels_to(decode_labels(outputs[1].as_array())[:keep], device)
+        labels = pinned_to(decode_labels(outputs[1].as_array())[:keep], device)
         if not self.config.with_draws:
             return images, labels
         pos_x, pos_y, flip, alpha = (np.asarray(o.as_array())[:keep] for o in outputs[2:])

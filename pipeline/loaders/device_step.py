@@ -33,5 +33,21 @@ class DeviceStep:
         self.dtype = dtype
 
     def __call__(self, images: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
-        mean = self.mean if alpha is None else self.mean - alpha.to(self.mean.device, torch.float32) @ self.lighting_t
+        mean = self.mean if alpha is None else self.means(alpha)
         return normalise_with(images, mean, self.std, self.channels_last).to(self.dtype)
+
+    def means(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Each sample's mean with its lighting shift folded in (mean − 255·eigvec·(α ⊙ λ)): N×3 float32 from α (N×3)."""
+        return self.mean - alpha.to(self.mean.device, torch.float32) @ self.lighting_t
+
+
+def pinned_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor onto `device`, asynchronously: pinned first on a GPU (a non-blocking copy from
+    pageable memory is staged and synchronous for the host); as it is on the CPU.
+
+    `pin_memory()` takes its block from torch's caching host allocator, which records the copy's
+    stream on it, so the block is reused for a later batch only once this copy has run.
+    """
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

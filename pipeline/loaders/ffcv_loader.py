@@ -2,16 +2,23 @@
 
 The pipelines, one small operation per step (`image_pipeline`, `label_pipeline`):
 
-    train   SimpleRGBImageDecoder (full 256×256) → RandomCropFlip → ToTensor → ToDevice
-    val     SimpleRGBImageDecoder → FixedCrops(centre, or the paper's ten) → ToTensor → ToDevice
-    label   IntDecoder → ToTensor → Squeeze → ToDevice
+    train, CPU   SimpleRGBImageDecoder (full 256×256) → RandomCropFinish → ToTensor
+    train, GPU   SimpleRGBImageDecoder → RandomCropFlip → ToTensor → ToDevice
+    val          SimpleRGBImageDecoder → FixedCrops(centre, or the paper's ten) → ToTensor → ToDevice
+    label        IntDecoder → ToTensor → Squeeze → ToDevice
 
-then on the device, in the main thread, the PCA lighting and normalisation (`DeviceStep`, one
-batched step, the torch loader's own). The crops stay uint8 and
-channels last up to there, since `augment.normalise` moves the channels first in the same pass
+Training on the CPU, RandomCropFinish does the whole step after the decode in one parallel numba
+pass per batch (`_random_finish`): each image's window at its draws, mirrored, lit and normalised
+as float32 in the batch contract's layout (the kernels of `cpu_finish`, which DALI's CPU graph
+runs too), into batch arrays that are reused once the consumer lets go of them (`BatchBuffers`).
+Elsewhere the uint8 crops go to the device and the PCA lighting and normalisation run there, in the
+main thread (`DeviceStep`, one batched step, the torch loader's own): four times fewer bytes to
+copy than floats, and the step is cheap on a GPU. The crops stay uint8 and channels last up to
+there, since `augment.normalise` moves the channels first in the same pass
 that makes floats (so FFCV's ToTorchImage, which also cannot take the 10×H×W×C ten-crop
 samples, is not used). ToDevice is there only for an accelerator: on the CPU it would be one
-more copy into one more set of buffers.
+more copy into one more set of buffers. Why the CPU path is fused (the profile):
+docs/design.md, "GPU path", §4.
 
 Order: the loader hands FFCV the exact sample ids of this rank's part of the epoch
 (`sample_order` cut by `rank_slice`, trimmed by the last-batch policy) through `EpochOrder`, so
@@ -21,12 +28,13 @@ torch loader does; a resume at batch k hands over the ids from batch k on.
 Draws: each training sample's dx, dy (uniform 0..32), flip (p = 0.5) and α (N(0, 0.1²) per
 channel) are a pure function of (key, sample id), key = `derive_seed(seed, epoch)`: a
 counter-based generator (SplitMix64 mixing, Box–Muller), so they do not depend on threads,
-ranks or position. RandomCropFlip computes the offsets and flip inside its numba kernel; the
-main thread computes the same sample's α for the lighting (and, with `with_draws`, reports all
-four). FFCV's jitted operations see only (images, buffer, sample ids), and numba freezes every
+ranks or position. RandomCropFlip and RandomCropFinish compute the offsets and flip inside their
+numba kernels; the same sample's α for the lighting is computed per batch (in FFCV's thread by
+RandomCropFinish, in the main thread for the device step; with `with_draws` the main thread reports
+all four). FFCV's jitted operations see only (images, buffer, sample ids), and numba freezes every
 value a compiled function captures, so a per-epoch key could only be baked in by recompiling
-the whole pipeline each epoch; RandomCropFlip therefore declares itself a Python-level step
-(`jit_mode=False`) that calls its numba kernel (parallel, nogil, compiled once and cached on
+the whole pipeline each epoch; both therefore declare themselves Python-level steps
+(`jit_mode=False`) that call their numba kernels (parallel, nogil, compiled once and cached on
 disk) with the key as an argument. The fixed validation crops have no key and are ordinary
 jitted FFCV operations.
 
@@ -37,8 +45,10 @@ on average and a few at most; from `raw` betons they are Pillow's exactly.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -48,12 +58,14 @@ from alexnet.pipeline.augment import CENTER_OFFSET, TEN_CROP_OFFSETS
 from alexnet.pipeline.loaders.contract import (
     LoaderConfig,
     SeededEpochs,
+    default_workers,
     derive_seed,
     rank_slice,
     sample_order,
     samples_per_epoch,
 )
-from alexnet.pipeline.loaders.device_step import DeviceStep
+from alexnet.pipeline.loaders.cpu_finish import finish_window, finish_window_hwc
+from alexnet.pipeline.loaders.device_step import DeviceStep, pinned_to
 from alexnet.pipeline.paper import CROP_SIZE, FLIP_PROBABILITY, MAX_CROP_OFFSET, PCA_ALPHA_STD, STORED_SIZE
 from alexnet.pipeline.store.betons import Mode, beton_path, export_hint, import_ffcv
 from alexnet.pipeline.store.manifest import NotPrepared, read_manifest, split_shards
@@ -62,7 +74,7 @@ from alexnet.pipeline.store.pca_file import load_stats
 import_ffcv()
 
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder  # noqa: E402
-from ffcv.loader import Loader  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.pipeline.allocation_query import AllocationQuery  # noqa: E402
 from ffcv.pipeline.operation import Operation  # noqa: E402
 from ffcv.pipeline.state import State  # noqa: E402
@@ -152,9 +164,25 @@ def train_draws(key: int, indices: np.ndarray) -> dict[str, np.ndarray]:
 
 @numba.njit(cache=True, nogil=True)
 def _window(image: np.ndarray, dx: int, dy: int, flip: bool, out: np.ndarray) -> None:
-    """out = the CROP_SIZE² window of `image` at column dx, row dy, mirrored left↔right if `flip`."""
-    window = image[dy : dy + CROP_SIZE, dx : dx + CROP_SIZE]
-    out[:] = window[:, ::-1] if flip else window
+    """out = the CROP_SIZE² window of `image` at column dx, row dy, mirrored left↔right if `flip`.
+
+    Rows as flat runs of interleaved bytes, in plain loops: numba's slice assignment from a
+    strided view (`out[:] = window[:, ::-1]`) cost 0.24 ms per window on two threads, half a
+    decode; these loops about 0.015. Both arrays must be C-contiguous (FFCV's are).
+    """
+    rows = image.reshape(image.shape[0], 3 * image.shape[1])
+    outs = out.reshape(CROP_SIZE, 3 * CROP_SIZE)
+    for y in range(CROP_SIZE):
+        # Sliced first, so that every index below counts up from 0: an index numba cannot prove
+        # non-negative gets a wrap-around branch per byte, which stops LLVM vectorising (10× slower).
+        src, dst = rows[dy + y, 3 * dx : 3 * (dx + CROP_SIZE)], outs[y]
+        if flip:
+            for x in range(CROP_SIZE):
+                k = 3 * (CROP_SIZE - 1 - x)
+                dst[3 * x], dst[3 * x + 1], dst[3 * x + 2] = src[k], src[k + 1], src[k + 2]
+        else:
+            for k in range(3 * CROP_SIZE):
+                dst[k] = src[k]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -172,6 +200,90 @@ def _fixed_crops(images: np.ndarray, crops: np.ndarray, offsets: np.ndarray) -> 
     for i in numba.prange(images.shape[0]):
         for k in range(len(offsets)):
             _window(images[i], offsets[k, 0], offsets[k, 1], offsets[k, 2] != 0, crops[i, k])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _random_finish(
+    images: np.ndarray,
+    out: np.ndarray,
+    indices: np.ndarray,
+    key: np.uint64,
+    means: np.ndarray,
+    scale: np.ndarray,
+    channels_last: bool,
+) -> np.ndarray:
+    """The whole training step after the decode, per image: its window at its draws, mirrored,
+    lit and normalised as float32 into out[i] (3×H×W, or H×W×3 with `channels_last`).
+
+    The window is read in place from the decoded image; `means` holds each sample's mean with
+    its lighting folded in, `scale` is 1/std.
+    """
+    for i in numba.prange(len(indices)):
+        dx, dy, flip = _offsets(key, U64(indices[i]))
+        if channels_last:
+            finish_window_hwc(out[i], images[i], dx, dy, means[i], scale, flip)
+        else:
+            finish_window(out[i], images[i], dx, dy, means[i], scale, flip)
+    return out[: len(indices)]
+
+
+class BatchBuffers:
+    """Float32 batch arrays for the fused training step, each reused once nothing refers to it.
+
+    A fresh 256×3×224×224 float32 batch is 154 MB of new pages, and faulting them in cost about
+    0.4 ms per image, as much as the decode. A handed-out batch stays valid for as long as anyone
+    holds it (or any view of it): `torch.from_numpy` keeps a reference to the array, so an array
+    whose only references are ours is free. Free arrays beyond `keep` are let go.
+    """
+
+    def __init__(self, shape: tuple[int, ...], keep: int) -> None:
+        self.shape, self.keep = shape, keep
+        self.arrays: list[np.ndarray] = []
+
+    def take(self) -> np.ndarray:
+        """A batch array nobody else holds (a new one when all are in use)."""
+        # Only the list and getrefcount's own argument refer to a free array.
+        free = [i for i in range(len(self.arrays)) if sys.getrefcount(self.arrays[i]) == 2]
+        if not free:
+            self.arrays.append(np.empty(self.shape, np.float32))
+            return self.arrays[-1]
+        chosen = self.arrays[free[0]]
+        if len(self.arrays) > self.keep:  # a burst of held batches is over: give the memory back
+            extra = set(free[1:][: len(self.arrays) - self.keep])
+            self.arrays = [a for i, a in enumerate(self.arrays) if i not in extra]
+        return chosen
+
+
+class RandomCropFinish(Operation):
+    """The training step after FFCV's decoder on the CPU, in one pass: crop, flip, lighting,
+    normalisation and layout, into a `BatchBuffers` array (`_random_finish`).
+
+    A Python-level step, as RandomCropFlip, so that the epoch's key reaches the kernel; each
+    sample's mean is the device step's own (`DeviceStep.means` of its α), so the values are
+    the uint8 path's to float rounding.
+    """
+
+    def __init__(self, key: EpochKey, step: DeviceStep, batch_size: int, channels_last: bool, keep: int) -> None:
+        super().__init__()
+        self.key, self.step, self.channels_last = key, step, channels_last
+        self.shape = (CROP_SIZE, CROP_SIZE, 3) if channels_last else (3, CROP_SIZE, CROP_SIZE)
+        self.buffers = BatchBuffers((batch_size, *self.shape), keep)
+
+    def generate_code(self) -> Callable:
+        key, step, buffers, channels_last = self.key, self.step, self.buffers, self.channels_last
+        scale = (1.0 / step.std).numpy().astype(np.float32)
+
+        def random_crop_finish(images, dst, indices):
+            alpha = torch.from_numpy(train_draws(key.value, indices)["alpha"])
+            means = step.means(alpha).numpy()
+            return _random_finish(images, buffers.take(), indices, U64(key.value), means, scale, channels_last)
+
+        random_crop_finish.with_indices = True
+        return random_crop_finish
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
+        # No allocation from FFCV: the output lives in `buffers`, which outlive FFCV's reuse.
+        return replace(previous_state, jit_mode=False, shape=self.shape, dtype=np.dtype(np.float32)), None
 
 
 class EpochKey:
@@ -252,8 +364,11 @@ class EpochOrder(TraversalOrder):
         return self.indices
 
 
-def image_pipeline(config: LoaderConfig, key: EpochKey) -> list[Operation]:
-    """Decode the full 256×256 image, crop (random, centre or ten), hand over as a uint8 tensor on the device."""
+def image_pipeline(config: LoaderConfig, key: EpochKey, finish: RandomCropFinish | None = None) -> list[Operation]:
+    """Decode the full 256×256 image, then either `finish` it there (training on the CPU) or crop
+    (random, centre or ten) and hand over a uint8 tensor on the device for the device step."""
+    if finish is not None:
+        return [SimpleRGBImageDecoder(), finish, ToTensor()]
     if config.train:
         crop = RandomCropFlip(key)
     else:
@@ -261,8 +376,8 @@ def image_pipeline(config: LoaderConfig, key: EpochKey) -> list[Operation]:
     return [SimpleRGBImageDecoder(), crop, ToTensor(), *to_device(config.device)]
 
 
-def label_pipeline(config: LoaderConfig) -> list[Operation]:
-    return [IntDecoder(), ToTensor(), Squeeze(1), *to_device(config.device)]
+def label_pipeline(device: torch.device) -> list[Operation]:
+    return [IntDecoder(), ToTensor(), Squeeze(1), *to_device(device)]
 
 
 def to_device(device: torch.device) -> list[Operation]:
@@ -285,15 +400,17 @@ class FfcvLoader(SeededEpochs):
 
     def __init__(self, config: LoaderConfig, mode: Mode = "jpg", os_cache: bool = True, batches_ahead: int = 3) -> None:
         self.config = config
-        self.path = beton_path(config.data, config.split, mode)
-        if not self.path.is_file():
-            raise FileNotFoundError(
-                f"{self.path}: no FFCV file for {config.split}; run `{export_hint(config.data, mode)}` first"
-            )
+        self.path = existing_beton(config.data, config.split, mode)
         split_shards(config.data, config.split)  # the shards it was exported from are finished and whole
         self.step = DeviceStep(load_stats(config.data), config)
         self.key = EpochKey()
-        threads = max(1, min(config.workers, numba.config.NUMBA_NUM_THREADS))
+        self.fused = config.train and config.device.type == "cpu"
+        finish = (
+            RandomCropFinish(self.key, self.step, config.batch_size, config.channels_last, keep=batches_ahead + 3)
+            if self.fused
+            else None
+        )
+        threads = ffcv_threads(config.workers)
         self.samples = beton_samples(self.path)
         expected = read_manifest(config.data)["splits"][config.split]["samples"]
         if self.samples != expected:
@@ -311,7 +428,7 @@ class FfcvLoader(SeededEpochs):
             drop_last=False,
             batches_ahead=batches_ahead,
             seed=0,
-            pipelines={"image": image_pipeline(config, self.key), "label": label_pipeline(config)},
+            pipelines={"image": image_pipeline(config, self.key, finish), "label": label_pipeline(config.device)},
         )
         check_images(self.ffcv.reader.metadata[f"f{self.ffcv.field_name_to_f_ix['image']}"], self.path)
         self.start_at(config.epoch)
@@ -347,12 +464,16 @@ class FfcvLoader(SeededEpochs):
     def finish(self, images: torch.Tensor, ids: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """The device step: lighting from each sample's α (training) and normalisation, channels first.
 
-        Returns the new float images (FFCV's uint8 buffer is free again) and the draws (None for validation).
+        Returns the new float images (FFCV's uint8 buffer is free again) and the draws (None for
+        validation). Fused (training on the CPU), the images are already final floats
+        (channels last in memory with `channels_last`), and the draws are made only when asked for.
         """
-        draws = None
-        if self.config.train:
-            draws = {k: torch.from_numpy(v) for k, v in train_draws(self.key.value, ids).items()}
-        alpha = None if draws is None else draws["alpha"].to(images.device, non_blocking=True)
+        c = self.config
+        want_draws = c.train and (c.with_draws or not self.fused)
+        draws = {k: torch.from_numpy(v) for k, v in train_draws(self.key.value, ids).items()} if want_draws else None
+        if self.fused:
+            return (images.movedim(-1, -3) if c.channels_last else images).to(c.dtype), draws
+        alpha = None if draws is None else pinned_to(draws["alpha"], images.device)
         return self.step(images, alpha), draws
 
     def _stop(self) -> None:
@@ -363,6 +484,33 @@ class FfcvLoader(SeededEpochs):
     def close(self) -> None:
         """Stop FFCV's loading thread."""
         self._stop()
+
+
+def ffcv_threads(workers: int | None) -> int:
+    """FFCV's thread count for `workers` (every core when None), capped at numba's thread count."""
+    return max(1, min(default_workers() if workers is None else workers, numba.config.NUMBA_NUM_THREADS))
+
+
+def existing_beton(data: Path, split: str, mode: Mode) -> Path:
+    """The split's beton, or FileNotFoundError naming the command that writes it."""
+    path = beton_path(data, split, mode)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no FFCV file for {split}; run `{export_hint(data, mode)}` first")
+    return path
+
+
+def decode_only(data: Path, batch_size: int, workers: int | None = None) -> Loader:
+    """FFCV's own loader over the train JPEG beton doing nothing but decode (SimpleRGBImageDecoder),
+    in random order, full batches: the `alexnet-bench loaders` ceiling of FFCV's decoder."""
+    return Loader(
+        str(existing_beton(data, "train", "jpg")),
+        batch_size=batch_size,
+        num_workers=ffcv_threads(workers),
+        order=OrderOption.RANDOM,
+        drop_last=True,
+        seed=0,
+        pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()], "label": label_pipeline(torch.device("cpu"))},
+    )
 
 
 def stop(running) -> None:

@@ -215,6 +215,60 @@ def test_draws_depend_on_key_and_sample_only(data):
     assert one == two
 
 
+@needs_ffcv
+def test_batch_buffers_are_reused_only_once_let_go():
+    """The fused step's output arrays: one still held, even through a view of a view, is never
+    handed out again; let go, it is; after a burst of held batches the pool shrinks back to `keep`."""
+    from alexnet.pipeline.loaders.ffcv_loader import BatchBuffers
+
+    buffers = BatchBuffers((4, 3), keep=2)
+    first = buffers.take()
+    first_id, view = id(first), torch.from_numpy(first[:2]).t()
+    del first
+    second = buffers.take()
+    assert id(second) != first_id and len(buffers.arrays) == 2
+    del second, view
+    assert id(buffers.take()) == first_id
+    held = [buffers.take() for _ in range(5)]
+    assert len(buffers.arrays) == 5 and len({id(a) for a in held}) == 5
+    del held
+    buffers.take()
+    assert len(buffers.arrays) == 2
+
+
+@needs_ffcv
+@pytest.mark.parametrize("normalize", ["mean", "std"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_step_equals_crops_then_device_step(data, normalize, channels_last):
+    """The CPU's fused training step against the GPU path's two steps on the same images and draws:
+    `_random_crops` gives each sample's window (checked against the reference crop and flip), and
+    `DeviceStep` on those windows gives what `_random_finish` writes, to float rounding."""
+    from alexnet.pipeline import augment
+    from alexnet.pipeline.loaders.contract import LoaderConfig
+    from alexnet.pipeline.loaders.device_step import DeviceStep
+    from alexnet.pipeline.loaders.ffcv_loader import U64, _random_crops, _random_finish, train_draws
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    ids, key = np.array([3, 0, 41, 7, 19], np.uint64), 2024
+    draws = train_draws(key, ids)
+    assert draws["flip"].any() and not draws["flip"].all()
+    windows = _random_crops(images, np.empty((5, 224, 224, 3), np.uint8), ids, U64(key))
+    for i, window in enumerate(windows):
+        expected = augment.crop(torch.from_numpy(images[i]), int(draws["dx"][i]), int(draws["dy"][i]))
+        assert torch.equal(torch.from_numpy(window), augment.hflip(expected) if draws["flip"][i] else expected)
+    config = LoaderConfig(data, "train", 5, torch.device("cpu"), normalize=normalize, channels_last=channels_last)
+    step = DeviceStep(PCA, config)
+    alpha = torch.from_numpy(draws["alpha"])
+    expected = step(torch.from_numpy(windows), alpha)
+    out = np.full((5, 224, 224, 3) if channels_last else (5, 3, 224, 224), np.nan, np.float32)
+    scale = (1.0 / step.std).numpy()
+    fused = torch.from_numpy(
+        _random_finish(images, out, ids, U64(key), step.means(alpha).numpy(), scale, channels_last)
+    )
+    torch.testing.assert_close(fused.movedim(-1, 1) if channels_last else fused, expected, rtol=1e-6, atol=1e-4)
+
+
 def ffcv_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()]
 

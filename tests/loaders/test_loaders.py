@@ -327,6 +327,27 @@ def test_bench_loaders_command(data, tmp_path):
     assert "fewer than one batch" in CliRunner().invoke(main, [*args[:3], "--batch-size", "64"]).output
 
 
+@pytest.mark.skipif(not HAVE_FFCV, reason="FFCV is not installed")
+def test_bench_loaders_ffcv_decoder_row(data, tmp_path):
+    """With the FFCV loader, `alexnet-bench loaders` also measures FFCV's own decoder and the loader against it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from alexnet.tools.bench import main
+
+    args = ["loaders", "--data", str(data), "--loaders", "ffcv", "--batch-size", "8", "--batches", "2", "--warmup", "1"]
+    result = CliRunner().invoke(main, [*args, "--workers", "2", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert "decode ceiling (FFCV decoder)" in result.output and "against its own decoder" in result.output
+    figures = json.loads((tmp_path / "b.json").read_text())
+    ceiling = figures["ffcv_decode_ceiling"]
+    assert ceiling["decoder"] == "ffcv" and ceiling["images"] == 16 and ceiling["images_per_s"] > 0
+    ffcv = figures["loaders"]["ffcv"]
+    assert ffcv["vs_ffcv_decoder"] == pytest.approx(ffcv["images_per_s"] / ceiling["images_per_s"])
+    assert "fewer than one batch" in CliRunner().invoke(main, [*args[:5], "--batch-size", "64"]).output
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_half_precision_output(kind, data):
     ((full, labels),) = run(kind, data, "val", batch_size=21)
