@@ -58,10 +58,16 @@ def load_pca(path: Path) -> PcaStats:
     return stats
 
 
+_WARNED: set[tuple[Path, str]] = set()  # (data, stale digest) already warned about
+
+
 def load_stats(data: Path) -> PcaStats:
     """`data/pca.json`, with one warning line on stderr when it was computed from other shards than `data`'s."""
     stats = load_pca(data / PCA_FILE)
     if manifest_path(data).is_file() and stats.manifest_sha256 != shards_digest(read_manifest(data)):
+        if (data, stats.manifest_sha256) in _WARNED:  # once per process: every loader reads it
+            return stats
+        _WARNED.add((data, stats.manifest_sha256))
         print(
             f"warning: {data / PCA_FILE} was computed from other shards than {manifest_path(data)} lists; "
             f"re-run `alexnet-tools pca-stats --data {data}`",
