@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import pickle
 import random
 import sys
 import threading
@@ -144,3 +145,56 @@ class BackgroundSaver:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: damaged, or another run's; the message is one line naming the file."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+def read_checkpoint(path: Path, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """A checkpoint (`last.pt` or `best.pt`), checked before a tensor of it is read.
+
+    The file is memory-mapped, so reading it costs the pickled record only; its tensors are read
+    when copied out (`load_state_dict`; `detached` for what must outlive the file). A file that is
+    empty, truncated or not a checkpoint, and (with `model`) one whose tensors are not this
+    network's (another class count or layout), raise CheckpointError.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "damaged (an empty file)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        what = "truncated" if "central directory" in str(e) else "not a torch checkpoint"
+        raise CheckpointError(path, f"damaged ({what})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
+        raise CheckpointError(path, "damaged (no model weights in it)")
+    if model is not None:
+        check_fits(path, ckpt["model"], model.state_dict())
+    return ckpt
+
+
+def check_fits(path: Path, saved: Mapping[str, Any], mine: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights of another network than `mine`: other tensor names, or other shapes (the first named)."""
+    if saved.keys() != mine.keys():
+        missing = sorted(set(mine) - set(saved)) or sorted(set(saved) - set(mine))
+        raise CheckpointError(path, f"another run's checkpoint: its tensors are not this network's ({missing[0]})")
+    theirs, ours = class_count(saved), class_count(mine)
+    if theirs != ours:
+        raise CheckpointError(path, f"another run's checkpoint: a {theirs}-class network, this run has {ours} classes")
+    for name, tensor in mine.items():
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                path,
+                f"another run's checkpoint: {name} is {list(saved[name].shape)} there, "
+                f"{list(tensor.shape)} in this run (another class count or layout)",
+            )
+
+
+def class_count(weights: Mapping[str, Any]) -> int:
+    """The outputs of an AlexNet's last layer (summed over the towers' columns) in a state_dict."""
+    return sum(v.shape[0] for k, v in weights.items() if k.endswith("fc8.bias"))

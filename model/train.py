@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ from tqdm import tqdm
 from alexnet.model import distributed
 from alexnet.model.checkpoint import (
     BackgroundSaver,
+    CheckpointError,
     detached,
     non_finite,
+    read_checkpoint,
     rng_state,
     set_rng_state,
     write_atomic,
@@ -50,6 +52,7 @@ from alexnet.model.distributed import Placement
 from alexnet.model.evaluate import Batches, autocast, evaluate
 from alexnet.model.paper import EPOCHS, LEARNING_RATE, LR_DROP_FACTOR, MAX_LR_DROPS, MOMENTUM, WEIGHT_DECAY
 from alexnet.model.plots import plot_metrics
+from alexnet.model.run_lock import RunFolderBusy, run_lock
 from alexnet.model.schedule import PLATEAU_PATIENCE, LrSchedule
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -180,23 +183,33 @@ class MetricsLog:
         self.path = path
         self.tensorboard: Any = None
 
-    def open_tensorboard(self, purge_step: int | None) -> None:
+    def open_tensorboard(self, resume_step: int | None) -> None:
         """Write every record's scalars as TensorBoard events beside metrics.jsonl too (the `tensorboard` extra).
 
-        purge_step: on resume, TensorBoard hides the events a stopped run wrote at or after it.
+        resume_step: on resume, the checkpoint's step. TensorBoard then hides every event the stopped
+        run wrote at or after it (purge_step), the partial interval's included, and the records
+        metrics.jsonl keeps at that very step are written again, so both hold the same scalars.
         """
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tensorboard = SummaryWriter(str(self.path.parent), purge_step=purge_step)
+        self.tensorboard = SummaryWriter(str(self.path.parent), purge_step=resume_step)
+        if resume_step is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if record.get("step") == resume_step:
+                    self._add_scalars(record)
+
+    def _add_scalars(self, record: Mapping[str, Any]) -> None:
+        for key, tag in TENSORBOARD_SCALARS[record["kind"]].items():
+            if key in record:
+                self.tensorboard.add_scalar(tag, record[key], record["step"])
+        self.tensorboard.flush()
 
     def write(self, record: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
-            for key, tag in TENSORBOARD_SCALARS[record["kind"]].items():
-                if key in record:
-                    self.tensorboard.add_scalar(tag, record[key], record["step"])
-            self.tensorboard.flush()
+            self._add_scalars(record)
 
     def rewind(self, state: TrainState) -> None:
         """Drop records written after a checkpoint (they will be written again by the resumed run)."""
@@ -231,6 +244,9 @@ class StopSignals:
             yield self
             return
         previous = {s: signal.signal(s, self) for s in STOP_SIGNALS}
+        # What an outer StopSignals (the front end's, before the run began) noted still stops the run.
+        noted = [p.received for p in previous.values() if isinstance(p, StopSignals) and p.received]
+        self.received = self.received or (noted[0] if noted else "")
         try:
             yield self
         finally:
@@ -324,7 +340,10 @@ def _resume(run: _Run) -> Any:
     Another world size than the checkpoint's continues only at an epoch boundary (the loaders cut
     an epoch by rank); each rank then seeds its RNG afresh from (seed, step, rank).
     """
-    ckpt = torch.load(run.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    try:
+        ckpt = read_checkpoint(run.run_dir / "last.pt", run.core)
+    except CheckpointError as e:
+        raise TrainError(str(e)) from None
     state = TrainState(**{**ckpt["state"], "stopped_by": ""})
     saved_world, world, rank = len(ckpt["rng"]), run.placement.world_size, run.placement.rank
     if saved_world != world and state.batch_in_epoch:
@@ -333,7 +352,7 @@ def _resume(run: _Run) -> Any:
             f"(batch {state.batch_in_epoch}); resume it with {saved_world} ranks, or from a checkpoint at an epoch boundary"
         )
     run.core.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.optimizer.load_state_dict(detached(ckpt["optimizer"]))  # its own copy, not the file's mapped pages
     run.schedule.load_state_dict(ckpt["schedule"])
     run.state = state
     run.saved_step = state.step
@@ -631,6 +650,26 @@ def use_cudnn_benchmark(cfg: TrainConfig, device: torch.device) -> bool:
     return on
 
 
+@contextmanager
+def _owning(run_dir: Path, placement: Placement) -> Iterator[None]:
+    """Hold the run folder's lock (`run_lock`) on the main rank for the block; every rank refuses together.
+
+    Only the main rank writes the folder, so only it locks; the others learn its answer, so that
+    a busy folder stops all ranks with the same one line instead of leaving them waiting.
+    """
+    with ExitStack() as stack:
+        busy = None
+        if placement.is_main:
+            try:
+                stack.enter_context(run_lock(run_dir))
+            except RunFolderBusy as e:
+                busy = str(e)
+        busy = distributed.all_gather_objects(busy)[0]
+        if busy:
+            raise TrainError(busy)
+        yield
+
+
 def train(
     model: nn.Module,
     train_batches: Batches,
@@ -649,8 +688,25 @@ def train(
     resume: continue from run_dir/last.pt when it exists.
     val_batches None trains without validation (the plateau schedule then never moves).
     The returned state's `stopped_by` names the signal that stopped the run, if one did.
+    The run folder is this process's alone meanwhile (`run_lock`): a TrainError if another holds it.
     """
     run_dir = Path(run_dir)
+    placement = placement or Placement(device=_devices(model)[0])
+    with _owning(run_dir, placement):
+        return _train(model, train_batches, val_batches, cfg, run_dir, placement, info, resume)
+
+
+def _train(
+    model: nn.Module,
+    train_batches: Batches,
+    val_batches: Batches | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    placement: Placement,
+    info: Mapping[str, Any] | None,
+    resume: bool,
+) -> TrainState:
+    """`train`'s body, with the run folder held."""
     run_dir.mkdir(parents=True, exist_ok=True)
     devices = _devices(model)
     placement = placement or Placement(device=devices[0])
@@ -692,7 +748,7 @@ def train(
         }
         write_json_atomic(config, run_dir / "config.json")
         if cfg.tensorboard:
-            run.log.open_tensorboard(run.state.step + 1 if resuming else None)
+            run.log.open_tensorboard(run.state.step if resuming else None)
 
     run.net = distributed.wrap(model, placement)
     if cfg.compile:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,3 +95,29 @@ normalize_option = click.option(
     show_default=True,
     help="mean: subtract the training set's per-channel mean on the 0–255 scale (§2); std: also divide by the std.",
 )
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan and ±inf (a comparison with nan is never out of range)."""
+
+    name = "finite float range"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+class EpochList(click.ParamType):
+    """`30,60`: comma-separated non-negative epochs, as a tuple of ints ("" is none)."""
+
+    name = "epochs"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple | list):
+            return tuple(int(e) for e in value)
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not all(p.isascii() and p.isdigit() for p in parts):
+            self.fail(f"{value!r} is not a comma-separated list of non-negative epochs, e.g. 30,60.", param, ctx)
+        return tuple(int(p) for p in parts)

@@ -22,15 +22,17 @@ from click.core import ParameterSource
 
 from alexnet.model import distributed, paper
 from alexnet.model.alexnet import INIT_SCHEMES, AlexNet
-from alexnet.model.checkpoint import WriteFailed
+from alexnet.model.checkpoint import CheckpointError, WriteFailed, read_checkpoint
 from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
-from alexnet.model.train import Diverged, TrainConfig, TrainError, train
+from alexnet.model.train import Diverged, StopSignals, TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
 from alexnet.pipeline.loaders.contract import CorruptSample, Loader
 from alexnet.pipeline.store.manifest import read_manifest
 from alexnet.pipeline.store.storage import StorageError
 from alexnet.tools.options import (
+    EpochList,
+    FiniteRange,
     cache_bytes,
     cache_options,
     check_device,
@@ -131,10 +133,12 @@ def has_split(data: Path, split: str) -> bool:
 
 
 # --resume continues a run with the settings its config.json records, for every flag not given again.
-# A flag given again may change the recipe (RECIPE_SETTINGS) but not what the run is
-# (RUN_IDENTITY): a different value there refuses in one line. Each maps a click parameter to its
-# place in config.json. --max-steps, --ten-crop, --compile, --tensorboard, -j and --device belong
-# to the invocation, not the run, and are never taken from it.
+# A flag given again may change the recipe (RECIPE_SETTINGS) or how it runs (RUN_SETTINGS: -j sets
+# FFCV's torch thread count, so it changes the numbers; --ten-crop moves the plateau schedule) but
+# not what the run is (RUN_IDENTITY): a different value there refuses in one line. Each maps a click
+# parameter to its place in config.json. --max-steps, --compile and --device belong to the
+# invocation and are never taken from the record (the printed resume command names --device and
+# what is left of --max-steps).
 RUN_IDENTITY = {
     "loader_kind": ("loader",),
     "batch_size": ("batch_size",),
@@ -156,6 +160,11 @@ RECIPE_SETTINGS = {
     "save_every_minutes": ("train", "save_every_minutes"),
     "amp": ("train", "amp"),
 }
+RUN_SETTINGS = {
+    "workers": ("workers",),
+    "ten_crop": ("train", "ten_crop"),
+    "tensorboard": ("train", "tensorboard"),
+}
 
 
 def recorded_setting(recorded: dict, name: str, where: tuple[str, ...]) -> object:
@@ -164,7 +173,7 @@ def recorded_setting(recorded: dict, name: str, where: tuple[str, ...]) -> objec
     for key in where:
         value = value.get(key) if isinstance(value, dict) else None
     if name == "lr_steps" and isinstance(value, list):
-        return ",".join(str(e) for e in value)
+        return tuple(value)
     return value
 
 
@@ -177,7 +186,7 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     recorded = recorded_config(run_dir)
     flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}  # --batch-size, not -b
     taken: dict[str, object] = {}
-    for name, where in {**RUN_IDENTITY, **RECIPE_SETTINGS}.items():
+    for name, where in {**RUN_IDENTITY, **RECIPE_SETTINGS, **RUN_SETTINGS}.items():
         value = recorded_setting(recorded, name, where)
         if value is None:
             continue
@@ -190,6 +199,98 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
                 "drop the flag to continue it as it was trained"
             )
     return taken
+
+
+def check_lr_steps(lr_schedule: str, lr_steps: tuple[int, ...]) -> None:
+    """Refuse --lr-steps where the schedule would ignore them (plateau divides on validation error)."""
+    if lr_steps and lr_schedule != "step":
+        steps = ",".join(map(str, lr_steps))
+        raise click.UsageError(
+            f"--lr-steps {steps}: only --lr-schedule step divides at fixed epochs ({lr_schedule} does not); "
+            "add --lr-schedule step or drop --lr-steps"
+        )
+
+
+def check_run_dir_pair(resume: Path | None, run_dir: Path | None) -> None:
+    """Refuse --run-dir naming another folder than --resume's: a resume continues in the run's own folder."""
+    if resume is None or run_dir is None:
+        return
+    own = resume if resume.is_dir() else resume.parent
+    if run_dir.absolute() != own.absolute():
+        raise click.UsageError(
+            f"--run-dir {run_dir}: --resume {resume} continues in its own folder {own}; drop --run-dir, "
+            f"or copy the run first (cp -r {own} {run_dir}) and --resume {run_dir}"
+        )
+
+
+def checkpoint_advice(path: Path) -> str:
+    """What to do about an unusable checkpoint: the other checkpoint of its folder, when there is one."""
+    other = path.with_name("last.pt" if path.name == "best.pt" else "best.pt")
+    if not (other.is_file() and other.stat().st_size > 0):
+        return "start a new --run-dir (or put back a good copy of the file)"
+    if path.name == "best.pt":
+        return f"evaluate {other} instead: --eval-only --resume {other}"
+    return f"the run cannot continue from it; {other} holds its best weights: --eval-only --resume {other}, or start a new --run-dir"
+
+
+def checked_checkpoint(path: Path, model: torch.nn.Module) -> dict:
+    """`read_checkpoint` for the CLI: a damaged or foreign file is one line naming it and what to do."""
+    try:
+        return read_checkpoint(path, model)
+    except CheckpointError as e:
+        raise click.ClickException(f"{e}; {checkpoint_advice(path)}") from None
+
+
+def resume_state(run_dir: Path, model: torch.nn.Module, loader_kind: str, seed: int) -> dict:
+    """The TrainState record of RUN_DIR/last.pt, after checking, before any tensor is read, that the
+    checkpoint is whole and this run's: this network's tensors, loader and seed."""
+    path = run_dir / "last.pt"
+    ckpt = checked_checkpoint(path, model)
+    saved_kinds = {s.get("kind") for s in ckpt.get("loader") or [] if isinstance(s, dict)}
+    kind = loader_kind.removesuffix("-raw")  # ffcv-raw's state is an ffcv loader's
+    saved_seed = (ckpt.get("config") or {}).get("seed", seed)
+    problem = (
+        f"saved by the {', '.join(sorted(map(str, saved_kinds)))} loader, this run uses {loader_kind}"
+        if saved_kinds and saved_kinds != {kind}
+        else f"saved with --seed {saved_seed}, this run has {seed}"
+        if saved_seed != seed
+        else ""
+    )
+    if problem or not isinstance(ckpt.get("state"), dict):
+        problem = f"another run's checkpoint: {problem}" if problem else "damaged (no training state in it)"
+        raise click.ClickException(f"{path}: {problem}; {checkpoint_advice(path)}")
+    return ckpt["state"]
+
+
+def nothing_to_train(run_dir: Path, state: dict, epochs: int) -> None:
+    """Say that a resume has no epoch left to train (and leave config.json as it was)."""
+    click.echo(
+        f"nothing to train: {run_dir} has finished epoch {state['epoch']} of --epochs {epochs} (step {state['step']}); "
+        f"give --epochs above {state['epoch']} to continue it; {run_dir / 'config.json'} is unchanged"
+    )
+
+
+def eval_checkpoint(resume: Path) -> Path:
+    """The checkpoint --eval-only evaluates: a folder's best.pt, else its last.pt, or the file named."""
+    if not resume.is_dir():
+        return resume
+    return resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt"
+
+
+def resume_arguments(data: Path, run_dir: Path, device: str, max_steps: int | None, steps_done: int) -> str:
+    """The printed resume command's arguments: absolute paths (it may be run from elsewhere), the device
+    when it is not the default, and what is left of this invocation's --max-steps."""
+    args = f"--data {data.absolute()} --resume {run_dir.absolute()}"
+    if device != default_device():
+        args += f" --device {device}"
+    if max_steps and max_steps > steps_done:
+        args += f" --max-steps {max_steps - steps_done}"
+    return args
+
+
+def validation_summary(last_eval: dict) -> str:
+    """The end line's word on validation: the last result, or that there was none yet."""
+    return f"last validation: {last_eval}" if last_eval else "no validation yet (no epoch ended)"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -207,18 +308,23 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
 @click.option(
     "-b", "--batch-size", default=paper.BATCH_SIZE, type=click.IntRange(1), help="Images per step per process."
 )
-@click.option("--lr", default=paper.LEARNING_RATE, type=float)
-@click.option("--momentum", default=paper.MOMENTUM, type=float)
-@click.option("--wd", "--weight-decay", "weight_decay", default=paper.WEIGHT_DECAY, type=float)
+@click.option("--lr", default=paper.LEARNING_RATE, type=FiniteRange(0, min_open=True))
+@click.option("--momentum", default=paper.MOMENTUM, type=FiniteRange(0, 1, max_open=True))
+@click.option("--wd", "--weight-decay", "weight_decay", default=paper.WEIGHT_DECAY, type=FiniteRange(0))
 @click.option("--lr-schedule", type=click.Choice(["plateau", "step"]), default="plateau")
-@click.option("--lr-steps", default="", help="step schedule: comma-separated epochs at which the lr is divided by 10.")
+@click.option(
+    "--lr-steps",
+    type=EpochList(),
+    default="",
+    help="step schedule: comma-separated epochs at which the lr is divided by 10.",
+)
 @click.option(
     "--patience",
     default=TrainConfig.patience,
     type=click.IntRange(1),
     help="plateau: epochs without a new best val error before dividing.",
 )
-@click.option("--max-steps", type=click.IntRange(1), help="Stop after this many steps (short runs).")
+@click.option("--max-steps", type=click.IntRange(1), help="Stop after this many steps of this invocation (short runs).")
 @click.option(
     "--init",
     type=click.Choice(INIT_SCHEMES),
@@ -246,7 +352,7 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     is_flag=True,
     help="Evaluate the --resume checkpoint (a folder's best.pt, else its last.pt) on the validation split and exit.",
 )
-@click.option("--ten-crop", is_flag=True, help="Validate with the paper's ten crops (§4.1).")
+@click.option("--ten-crop/--no-ten-crop", default=False, help="Validate with the paper's ten crops (§4.1).")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (the CPU runs float32).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
 @click.option("--log-every", default=TrainConfig.log_every, type=click.IntRange(1), help="Steps per metrics record.")
@@ -263,22 +369,28 @@ def settings_of_run(run_dir: Path, ctx: click.Context) -> dict[str, object]:
     help="Also write last.pt when this many minutes passed since the last save (0: never).",
 )
 @click.option(
-    "--tensorboard", is_flag=True, help="Also write the metrics as TensorBoard events (the `tensorboard` extra)."
+    "--tensorboard/--no-tensorboard",
+    default=False,
+    help="Also write the metrics as TensorBoard events (the `tensorboard` extra).",
 )
 def main(**options: object) -> None:
     """Train AlexNet on DATA with the paper's recipe; writes a run folder with metrics, checkpoints and curves.
 
     --resume RUN continues RUN with the settings its config.json records. Flags given again override
-    its epochs, lr, momentum, weight decay, schedule, logging and saving; another --loader, -b, --init,
-    --normalize, --parallel or --seed is refused. --max-steps applies to this invocation only.
+    its epochs, lr, momentum, weight decay, schedule, logging, saving, -j, --ten-crop and --tensorboard;
+    another --loader, -b, --init, --normalize, --parallel or --seed is refused. --max-steps counts the
+    steps of this invocation only. One process at a time trains into a run folder.
 
     A training loss that stops being finite ends the run with one line and exit code 3; no checkpoint
     is written from that state, so last.pt and best.pt keep the last finite one.
     """
-    resume = options["resume"]
-    if isinstance(resume, Path):
-        options.update(settings_of_run(resume if resume.is_dir() else resume.parent, click.get_current_context()))
-    run(**options)
+    # A stop signal before training begins is noted, not fatal: the run says it had not started
+    # (or, once in the loop, train() takes the signal over and stops after its first step).
+    with StopSignals().installed() as early:
+        resume = options["resume"]
+        if isinstance(resume, Path):
+            options.update(settings_of_run(resume if resume.is_dir() else resume.parent, click.get_current_context()))
+        run(**options, early=early)
 
 
 def run(
@@ -292,7 +404,7 @@ def run(
     momentum: float,
     weight_decay: float,
     lr_schedule: str,
-    lr_steps: str,
+    lr_steps: tuple[int, ...],
     patience: int,
     max_steps: int | None,
     init: str,
@@ -311,9 +423,12 @@ def run(
     tensorboard: bool,
     cache_dir: Path | None = None,
     cache_max_gb: float | None = None,
+    early: StopSignals | None = None,
 ) -> None:
-    """The body of `main`, with every option settled."""
+    """The body of `main`, with every option settled (`early`: the stop signals noted before training)."""
     check_device(device)
+    check_lr_steps(lr_schedule, lr_steps)
+    check_run_dir_pair(resume, run_dir)
     if eval_only and resume is None:
         raise click.ClickException("--eval-only needs --resume CKPT (a run folder or its last.pt / best.pt)")
     if resume is not None and resume.is_dir() and not (resume / "last.pt").is_file():
@@ -345,6 +460,15 @@ def run(
         warn_known_bad(init, normalize)
     torch.manual_seed(seed)  # the initial weights (train() seeds again, per rank, for the dropout masks)
     model = build_model(num_classes, init, parallel, placement.device)
+    start_step = 0
+    if resume and not eval_only:
+        start = resume_state(run_dir, model, loader_kind, seed)
+        if start["epoch"] >= epochs:
+            if placement.is_main:
+                nothing_to_train(run_dir, start, epochs)
+            distributed.teardown()
+            return
+        start_step = start["step"]
 
     def loader(split: str, **kw):
         return trainer_loader(
@@ -376,12 +500,8 @@ def run(
         raise click.ClickException(str(e)) from None
     try:
         if eval_only:
-            ckpt = (
-                (resume / "best.pt" if (resume / "best.pt").is_file() else resume / "last.pt")
-                if resume.is_dir()
-                else resume
-            )
-            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+            ckpt = eval_checkpoint(resume)
+            model.load_state_dict(checked_checkpoint(ckpt, model)["model"])
             r = evaluate(model, loaders[0], ten_crop=ten_crop, amp=amp)
             if placement.is_main:
                 click.echo(
@@ -404,8 +524,8 @@ def run(
             weight_decay=weight_decay,
             schedule=lr_schedule,
             patience=patience,
-            step_epochs=tuple(int(e) for e in lr_steps.split(",") if e.strip()),
-            max_steps=max_steps,
+            step_epochs=lr_steps,
+            max_steps=start_step + max_steps if max_steps else None,  # the loop counts steps in total
             log_every=log_every,
             save_every=save_every,
             save_every_minutes=save_every_minutes,
@@ -430,6 +550,10 @@ def run(
             raise click.ClickException(str(e)) from None
         loaders.append(train_loader)
         info.update(loader_budget(train_loader))
+        if early is not None and early.received:
+            raise click.ClickException(
+                f"stopped by {early.received} before training started: {run_dir} is as it was; run the command again"
+            )
         if len(train_loader) == 0:
             per_rank = f" over {placement.world_size} ranks" if placement.distributed else ""
             raise click.ClickException(
@@ -454,12 +578,11 @@ def run(
             launcher = "torchrun ... -m alexnet.tools.train" if placement.distributed else "alexnet-train"
             click.echo(
                 f"stopped by {state.stopped_by} at epoch {state.epoch}, step {state.step}; last.pt is saved; "
-                f"continue with: {launcher} --data {data} --resume {run_dir}"
-                + (f" --max-steps {max_steps}" if max_steps else "")
+                f"continue with: {launcher} {resume_arguments(data, run_dir, device, max_steps, state.step - start_step)}"
             )
         elif placement.is_main:
             click.echo(
-                f"stopped at epoch {state.epoch}, step {state.step}; last validation: {state.last_eval}; run folder: {run_dir}"
+                f"stopped at epoch {state.epoch}, step {state.step}; {validation_summary(state.last_eval)}; run folder: {run_dir}"
             )
     finally:
         for each in loaders:

@@ -65,6 +65,7 @@ def split_shards(out: Location, split: str) -> list[Location]:
     hint = f"re-run `alexnet-tools prepare --out {out}`"
     if not manifest.get("complete", False):
         raise NotPrepared(f'{manifest_path(out)}: prepare did not finish ("complete": false); {hint}')
+    check_class_counts(out, manifest)
     shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
     if not shards:
         raise NotPrepared(f"{out}: the manifest lists no {split} shards; {hint} on a source with a {split} split")
@@ -79,6 +80,21 @@ def split_shards(out: Location, split: str) -> list[Location]:
             raise NotPrepared(f"{index_path(tar)}: missing index of {record['name']}; {hint}")
         tars.append(tar)
     return tars
+
+
+def check_class_counts(out: Location, manifest: dict) -> None:
+    """Refuse a manifest whose class list and per-class counts disagree (a hand-edited `classes`):
+    a model sized by the list would meet labels past its last class. NotPrepared, one line."""
+    classes = manifest.get("classes")
+    if classes is None:
+        return
+    for split, record in sorted(manifest.get("splits", {}).items()):
+        counts = record.get("class_counts") or []
+        if counts and len(counts) != len(classes):
+            raise NotPrepared(
+                f"{manifest_path(out)}: lists {len(classes)} classes, but its {split} split counts images of "
+                f"{len(counts)}; undo the edit, or re-run `alexnet-tools prepare --out {out} --overwrite`"
+            )
 
 
 def shards_digest(manifest: dict) -> str:

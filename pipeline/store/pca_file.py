@@ -60,10 +60,16 @@ def load_pca(path: Location) -> PcaStats:
     return stats
 
 
+_WARNED: set[tuple[str, str]] = set()  # (data, stale digest) already warned about
+
+
 def load_stats(data: Location) -> PcaStats:
     """`data/pca.json`, with one warning line on stderr when it was computed from other shards than `data`'s."""
     stats = load_pca(storage.join(data, PCA_FILE))
     if storage.exists(manifest_path(data)) and stats.manifest_sha256 != shards_digest(read_manifest(data)):
+        if (str(data), stats.manifest_sha256) in _WARNED:  # once per process: every loader reads it
+            return stats
+        _WARNED.add((str(data), stats.manifest_sha256))
         print(
             f"warning: {storage.join(data, PCA_FILE)} was computed from other shards than {manifest_path(data)} lists; "
             f"re-run `alexnet-tools pca-stats --data {data}`",

@@ -1,5 +1,6 @@
 """The training loop: run folder contents, lr schedules, evaluation, data-wait, bit-exact resume, overfitting."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from torch import nn
 from alexnet.model.alexnet import AlexNet
 from alexnet.model.evaluate import evaluate
 from alexnet.model.schedule import LrSchedule
-from alexnet.model.train import STOP_SIGNALS, TrainConfig, TrainError, make_optimizer, make_schedule, train
+from alexnet.model.train import STOP_SIGNALS, StopSignals, TrainConfig, TrainError, make_optimizer, make_schedule, train
 
 TIMING_KEYS = ("images_per_s", "data_wait", "epoch_s")
 
@@ -103,6 +104,7 @@ def test_run_folder_contents(tmp_path: Path) -> None:
         "curves.png",
         "last.pt",
         "metrics.jsonl",
+        "run.lock",
     ]
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert (
@@ -392,3 +394,31 @@ def test_another_world_size_continues_at_an_epoch_boundary_only(tmp_path: Path) 
     torch.save(ckpt, tmp_path / "last.pt")
     with pytest.raises(TrainError, match="saved by 2 ranks in the middle of epoch 1"):
         train(tiny(), SyntheticBatches(), None, config(epochs=2, schedule="step"), tmp_path)
+
+
+def test_tensorboard_across_a_resume_holds_what_metrics_jsonl_holds(tmp_path: Path) -> None:
+    """A run stopped between log steps writes a partial record (dropped from metrics.jsonl on resume);
+    after the resume TensorBoard's scalars are metrics.jsonl's, the partial interval's purged."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(epochs=2, log_every=2, tensorboard=True)
+    train(tiny(), SyntheticBatches(), val_batches(), dataclasses.replace(cfg, max_steps=3), tmp_path)
+    assert [r["step"] for r in records_with_timing(tmp_path) if r.get("partial")] == [3]
+    train(tiny(), SyntheticBatches(), val_batches(), cfg, tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    kept = records_with_timing(tmp_path)
+    for kind, key, tag in (("train", "loss", "train/loss"), ("epoch", "top1_err", "val/top1_err")):
+        expected = [(r["step"], pytest.approx(r[key])) for r in kept if r["kind"] == kind]
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == expected, tag
+
+
+def test_a_signal_noted_before_the_run_stops_it_after_its_first_step(tmp_path: Path) -> None:
+    """A front end's StopSignals that caught SIGTERM before train() began hands it over: one step, last.pt, stopped_by."""
+    outer = StopSignals()
+    with outer.installed():
+        outer(signal.SIGTERM, None)
+        state = train(tiny(), SyntheticBatches(), None, config(epochs=1, schedule="step"), tmp_path)
+    assert state.stopped_by == "SIGTERM" and state.step == 1
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["state"]["step"] == 1
