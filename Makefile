@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto  # pytest-xdist: one worker per core (docs/benchmarks.md, "Test suite")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,7 @@ takes the last value of a flag), which turns the paper's 90 epochs into one of 5
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,12 @@ def quickstart_commands() -> list[str]:
     return lines
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_the_quick_start_names_the_four_steps_and_torchrun() -> None:
     commands = quickstart_commands()
     heads = [" ".join(c.split()[:2]) for c in commands]
@@ -54,6 +61,7 @@ def test_the_quick_start_runs_on_a_synthetic_tree(tmp_path: Path) -> None:
         "SHARDS": str(tmp_path / "shards"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "OMP_NUM_THREADS": "1",
+        "PET_MASTER_PORT": str(free_port()),  # torchrun's --master-port (not 29500: tests run side by side)
     }
     for command in quickstart_commands():
         if command.startswith(("alexnet-train", "torchrun")):
