@@ -557,11 +557,10 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
             state.interval_steps += 1
             bar.update(1)
             log_step = state.step % cfg.log_every == 0
-            where = "on another rank"  # what the diverged line says if this rank's loss was finite
+            finite_here, first = True, state.step
             if log_step:
                 read_sums()  # the log step's one read of the device: the loss check rides on it
-                if not _loss_finite(state):
-                    where = f"over steps {state.step - state.interval_steps + 1}-{state.step}"
+                finite_here, first = _loss_finite(state), state.step - state.interval_steps + 1
                 images_seen = meter.seen * run.placement.world_size
                 record = _train_record(run, meter, lr)
                 if run.placement.is_main:
@@ -574,8 +573,9 @@ def _train_epoch(run: _Run, train_batches: Batches, loader_state: Any) -> str:
                 )
                 state.interval_loss_sum, state.interval_steps = 0.0, 0
                 sums[1] = 0.0
-            stop, timed, diverged = _stop_or_save(run, log_step, diverged=where != "on another rank")
+            stop, timed, diverged = _stop_or_save(run, log_step, diverged=not finite_here)
             if diverged:
+                where = "on another rank" if finite_here else f"over steps {first}-{state.step}"
                 raise _diverged(run, f"the training loss {where}")
             if stop:
                 read_sums()
