@@ -20,15 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+from ports import free_port
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def aws_env(endpoint: str, key: str = "testing", secret: str = "testing") -> dict[str, str]:

@@ -7,11 +7,11 @@ takes the last value of a flag), which turns the paper's 90 epochs into one of 5
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from ports import free_port
 from shard_data import write_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,12 +31,6 @@ def quickstart_commands() -> list[str]:
             if line and not line.startswith(("#", "source ")):
                 lines.append(line)
     return lines
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_quick_start_names_the_four_steps_and_torchrun() -> None:

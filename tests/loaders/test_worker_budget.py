@@ -4,11 +4,11 @@ with the environment torchrun gives them, and DALI's decoding threads follow it.
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
+from ports import free_port
 from shard_data import BATCH, write_prepared
 
 from alexnet.model import distributed
@@ -17,12 +17,6 @@ from alexnet.pipeline.loaders.contract import default_workers
 
 WORLD = 2
 needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs os.sched_getaffinity")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_worker(rank: int, port: int, data: str, out: str) -> None:

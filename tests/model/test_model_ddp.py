@@ -4,12 +4,12 @@ batch, and the training loop runs under DDP (rank 0 writes, every rank's RNG is 
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ports import free_port
 from test_train_loop import SyntheticBatches, Tiny
 
 from alexnet.model import distributed
@@ -66,12 +66,6 @@ def worker(rank: int, port: int, out: str, device_type: str, towers: bool = Fals
         whole = model.to_alexnet() if towers else model
         torch.save({k: v.cpu() for k, v in whole.state_dict().items()}, out)
     distributed.teardown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_against_one_process(out: Path, rtol: float, atol: float) -> None:
