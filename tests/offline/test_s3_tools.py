@@ -140,7 +140,7 @@ def test_endpoint_that_does_not_answer_is_bounded(source: Path) -> None:
     """Nothing listening, and a socket that accepts but never replies: a bounded retry, then one line."""
     import socket
 
-    from s3_server import free_port
+    from ports import free_port
 
     refused = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
