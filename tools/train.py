@@ -27,7 +27,7 @@ from alexnet.model.evaluate import evaluate
 from alexnet.model.towers import towers_from_alexnet
 from alexnet.model.train import Diverged, StopSignals, TrainConfig, TrainError, train
 from alexnet.pipeline import LOADER_KINDS, make_loader
-from alexnet.pipeline.loaders.contract import CorruptSample, Loader
+from alexnet.pipeline.loaders.contract import CorruptSample, Loader, default_workers
 from alexnet.pipeline.store.manifest import read_manifest
 from alexnet.pipeline.store.storage import StorageError
 from alexnet.tools.options import (
@@ -126,6 +126,18 @@ def loader_budget(loader) -> dict[str, object]:
     if hasattr(loader, "decoder_buffers"):
         budget["dali_decoder_buffers"] = loader.decoder_buffers
     return budget
+
+
+def cpu_threads(device: torch.device, workers: int | None) -> int | None:
+    """torch's intra-op threads for a CPU run: -j (at least 1), None on a GPU.
+
+    The CPU's kernels split their sums by thread, so the thread count changes the bits. FFCV's loader
+    sets torch's count to -j itself at every epoch; the trainer does the same for every loader, so the
+    recorded -j (restored by --resume) fixes the numbers whatever the process started with.
+    """
+    if device.type != "cpu":
+        return None
+    return max(1, default_workers() if workers is None else workers)
 
 
 def has_split(data: Path, split: str) -> bool:
@@ -386,11 +398,15 @@ def main(**options: object) -> None:
     """
     # A stop signal before training begins is noted, not fatal: the run says it had not started
     # (or, once in the loop, train() takes the signal over and stops after its first step).
+    threads = torch.get_num_threads()
     with StopSignals().installed() as early:
         resume = options["resume"]
         if isinstance(resume, Path):
             options.update(settings_of_run(resume if resume.is_dir() else resume.parent, click.get_current_context()))
-        run(**options, early=early)
+        try:
+            run(**options, early=early)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def run(
@@ -458,6 +474,9 @@ def run(
         raise click.ClickException(f"--parallel {parallel}: {e}") from None
     if placement.is_main and not eval_only:
         warn_known_bad(init, normalize)
+    threads = cpu_threads(placement.device, workers)
+    if threads is not None:
+        torch.set_num_threads(threads)  # `main` puts it back (alexnet-train also runs in-process)
     torch.manual_seed(seed)  # the initial weights (train() seeds again, per rank, for the dropout masks)
     model = build_model(num_classes, init, parallel, placement.device)
     start_step = 0
@@ -549,7 +568,7 @@ def run(
         except (FileNotFoundError, ImportError, ValueError, StorageError) as e:
             raise click.ClickException(str(e)) from None
         loaders.append(train_loader)
-        info.update(loader_budget(train_loader))
+        info.update(loader_budget(train_loader), torch_threads=threads)
         if early is not None and early.received:
             raise click.ClickException(
                 f"stopped by {early.received} before training started: {run_dir} is as it was; run the command again"

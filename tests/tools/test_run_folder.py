@@ -172,6 +172,28 @@ def test_the_printed_resume_command_resumes_ffcv_exactly(ffcv_data, tmp_path, ki
     assert config["workers"] == int(workers)
 
 
+def test_the_cpu_thread_count_is_the_runs_own_not_the_processs(tiny_data, tmp_path):
+    """torch's thread count changes the CPU's bits (at batch 8), and a process may hold any count (FFCV's
+    loader sets it, so does OMP_NUM_THREADS): the trainer sets it from -j, records it, and puts the
+    caller's back. Two runs with -j 2 from processes at 1 and 2 threads end with the same weights."""
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for held in (1, 2):
+            torch.set_num_threads(held)
+            run = tmp_path / f"held-{held}"
+            result = cli(
+                tiny_data, "--loader", "torch", "-b", "8", "-j", "2", "--max-steps", "2", "--run-dir", str(run)
+            )
+            assert result.exit_code == 0, result.output
+            assert torch.get_num_threads() == held  # the caller's count, put back
+            assert json.loads((run / "config.json").read_text())["torch_threads"] == 2
+            runs.append(weights(run))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0]), "the weights depend on the caller's threads"
+
+
 # --- item 4: --max-steps, what config.json records, --run-dir with --resume -----------------------
 
 
