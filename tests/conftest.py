@@ -5,8 +5,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from s3_server import aws_env, new_bucket, threaded_server
 from shard_data import tiny_prepared
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker computes on its share of the cores (torch's threads here, and
+    OMP_NUM_THREADS for the tools it starts): workers that each ran torch on every core ran the suite
+    1.8× slower than one thread each (docs/benchmarks.md, "Test suite")."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @pytest.fixture(scope="session")

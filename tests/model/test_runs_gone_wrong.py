@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_train_loop import SyntheticBatches, Tiny, config, records, val_batches
 
+from alexnet.model.checkpoint import non_finite
 from alexnet.model.train import Diverged, train
 
 
@@ -18,6 +19,16 @@ def last(run: Path) -> dict:
 
 def finite(state_dict: dict) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in state_dict.values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_names_each_tensor_with_a_nan_or_an_inf_anywhere(bad: float) -> None:
+    tensors = {"w": torch.randn(64, 9), "b": torch.zeros(0), "steps": torch.tensor([7]), "h": torch.randn(3).half()}
+    assert non_finite(tensors) == []
+    for name, index in (("w", (63, 8)), ("w", (0, 0)), ("h", (1,))):
+        broken = {k: v.clone() for k, v in tensors.items()}
+        broken[name][index] = bad
+        assert non_finite(broken) == [name]
 
 
 def test_a_huge_lr_stops_at_the_first_non_finite_loss_and_keeps_the_finite_checkpoint(tmp_path: Path) -> None:

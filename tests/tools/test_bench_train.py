@@ -96,7 +96,7 @@ def test_bench_train_command(tiny_data, tmp_path):
     data = tiny_data
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
     args = ["train", "--data", str(data), "--device", "cpu", "--log-every", "2", "--steps", "3", "--warmup", "1"]
-    args += ["-b", "2", "-j", "2", "--loader", "dali,torch", "--json", str(out), "--plot", str(chart)]
+    args += ["-b", "2", "-j", "1", "--loader", "dali,torch", "--json", str(out), "--plot", str(chart)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())

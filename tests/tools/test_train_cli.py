@@ -36,8 +36,9 @@ VAL_IMAGES = 12
 
 
 def cli(data: Path, *args: str) -> Result:
-    """alexnet-train on `data` on the CPU with batch 4 and two loader workers."""
-    return CliRunner().invoke(main, ["--data", str(data), "--device", "cpu", "-b", str(BATCH), "-j", "2", *args])
+    """alexnet-train on `data` on the CPU with batch 4 and one loader worker (so one torch thread; the
+    loaders' own tests cover two workers)."""
+    return CliRunner().invoke(main, ["--data", str(data), "--device", "cpu", "-b", str(BATCH), "-j", "1", *args])
 
 
 def records(run: Path, kind: str) -> list[dict]:
@@ -71,10 +72,11 @@ def test_end_to_end(trained):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["loader"] == kind and config["batch_size"] == BATCH
-    assert config["workers"] == 2 and config["cudnn_benchmark"] is False  # -j 2; the CPU keeps bit-exact kernels
+    assert config["workers"] == 1 and config["torch_threads"] == 1  # -j 1 sets both on the CPU
+    assert config["cudnn_benchmark"] is False  # the CPU keeps bit-exact kernels
     if kind == "dali":  # no nvJPEG buffers on the CPU
         assert config["dali_decoder_buffers"] == {
-            "threads": 2,
+            "threads": 1,
             "padding_bytes": 0,
             "pinned_host_bytes": 0,
             "device_bytes": 0,
@@ -120,7 +122,7 @@ def test_resume_continues(data, tmp_path):
     assert [r["step"] for r in records(run, "train")] == list(range(1, STEPS_PER_EPOCH + 1))
     (epoch,) = records(run, "epoch")
     assert epoch["val_images"] == VAL_IMAGES and 0 <= epoch["top1_err"] <= 1
-    assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == STEPS_PER_EPOCH
+    assert torch.load(run / "last.pt", weights_only=False, mmap=True)["state"]["step"] == STEPS_PER_EPOCH
 
 
 def test_towers_run_resumes_in_its_own_layout(data, tmp_path):
@@ -169,11 +171,11 @@ TIMING = ("images_per_s", "data_wait", "epoch_s")
 def command(data: Path, *args: str) -> list[str]:
     """`cli`'s command line, as a separate process (for SIGKILL)."""
     base = [sys.executable, "-m", "alexnet.tools.train", "--data", str(data), "--device", "cpu", "-b", str(BATCH)]
-    return [*base, "-j", "2", *args]
+    return [*base, "-j", "1", *args]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=False, mmap=True)["model"]
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -236,7 +238,7 @@ def test_interrupted_every_way_ends_as_the_uninterrupted_run(reference, data, tm
         done.set()
         watcher.join()
     assert second.exit_code == 0, second.output
-    state = torch.load(run / "last.pt", weights_only=False)["state"]
+    state = torch.load(run / "last.pt", weights_only=False, mmap=True)["state"]
     assert 0 < state["batch_in_epoch"] < STEPS_PER_EPOCH and state["epoch"] == 1  # in the middle of epoch 1
     (line,) = [x for x in second.output.splitlines() if x.startswith("stopped by SIGTERM")]
     assert f"step {state['step']}" in line and f"--resume {run}" in line
@@ -251,7 +253,7 @@ def test_interrupted_every_way_ends_as_the_uninterrupted_run(reference, data, tm
         time.sleep(0.02)
     killed.kill()
     assert killed.wait() == -signal.SIGKILL  # killed, not finished
-    assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] > state["step"]
+    assert torch.load(run / "last.pt", weights_only=False, mmap=True)["state"]["step"] > state["step"]
 
     last = cli(data, *args, "--epochs", "2", "--resume", str(run))
     assert last.exit_code == 0, last.output
@@ -421,7 +423,7 @@ def test_a_corrupt_sample_stops_cleanly_with_a_checkpoint(data, tmp_path, kind):
     assert f"alexnet-tools verify --data {bad}" in line
     if kind == "torch":
         assert line.startswith(f"Error: {tar}: sample {key} cannot be decoded")
-        assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 2
+        assert torch.load(run / "last.pt", weights_only=False, mmap=True)["state"]["step"] == 2
     else:
         assert line.startswith(f"Error: {bad / 'train'}: a sample of the 3 train shards cannot be decoded")
         assert (run / "last.pt").is_file()
