@@ -15,7 +15,8 @@
 #   paper-mean    the paper's defaults (§5's init, mean subtraction)
 # Each saves every 10 minutes, so a run stopped with SIGTERM continues exactly with
 #   alexnet-train --data WORK/shards --resume WORK/runs/RUN
-# (run it with the same OMP_NUM_THREADS=1: the thread count is part of the CPU's arithmetic).
+# (the run's recorded -j 1 is also torch's thread count, part of the CPU's arithmetic, and the resume
+# restores it; OMP_NUM_THREADS=1 keeps the other libraries to one thread as well).
 set -euo pipefail
 source=${1:?usage: scripts/imagenette.sh SOURCE WORK [EPOCHS]}
 work=${2:?usage: scripts/imagenette.sh SOURCE WORK [EPOCHS]}

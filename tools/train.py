@@ -129,7 +129,8 @@ def loader_budget(loader) -> dict[str, object]:
 
 
 def cpu_threads(device: torch.device, workers: int | None) -> int | None:
-    """torch's intra-op threads for a CPU run: -j (at least 1), None on a GPU.
+    """torch's intra-op threads for a CPU run: -j, or -j's default when it is unset or 0 (the torch
+    loader in the main process); None on a GPU.
 
     The CPU's kernels split their sums by thread, so the thread count changes the bits. FFCV's loader
     sets torch's count to -j itself at every epoch; the trainer does the same for every loader, so the
@@ -137,7 +138,7 @@ def cpu_threads(device: torch.device, workers: int | None) -> int | None:
     """
     if device.type != "cpu":
         return None
-    return max(1, default_workers() if workers is None else workers)
+    return workers or default_workers()
 
 
 def has_split(data: Path, split: str) -> bool:
