@@ -9,6 +9,8 @@ import torch
 from s3_server import aws_env, new_bucket, threaded_server
 from shard_data import tiny_prepared
 
+from alexnet.pipeline.loaders.contract import default_workers
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker computes on its share of the cores (torch's threads here, and
@@ -16,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     1.8× slower than one thread each (docs/benchmarks.md, "Test suite")."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, default_workers() // workers)
         torch.set_num_threads(threads)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
