@@ -197,8 +197,9 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path: Path, load
         assert torch.equal(v["momentum_buffer"], opt_split["state"][k]["momentum_buffer"])
 
 
-def test_alexnet_overfits_32_images() -> None:
-    """The paper's network and SGD recipe drive the loss on 32 images to near zero in 14 full-batch steps.
+def test_alexnet_overfits_16_images() -> None:
+    """The paper's network and SGD recipe drive the loss on 16 images of 8 classes to near zero in 12 full-batch
+    steps (it is under 0.05 from step 10).
 
     He init stands in for §5's N(0, 0.01) here: with 0.01 the signal shrinks layer by layer (pool5
     differs between images by ~2% of its bias-driven mean even on the paper's 0–255 input scale), so
@@ -208,12 +209,12 @@ def test_alexnet_overfits_32_images() -> None:
     model = AlexNet(num_classes=8, dropout=0.0, init="kaiming")
     g = torch.Generator().manual_seed(0)
     images = nn.functional.interpolate(
-        torch.randn(32, 3, 4, 4, generator=g), size=224, mode="bilinear"
+        torch.randn(16, 3, 4, 4, generator=g), size=224, mode="bilinear"
     )  # smooth colour fields
-    labels = torch.arange(32) % 8
+    labels = torch.arange(16) % 8
     optimizer = make_optimizer(model, TrainConfig(lr=0.006))
     losses = []
-    for _ in range(14):
+    for _ in range(12):
         loss = nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()

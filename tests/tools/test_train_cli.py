@@ -10,18 +10,17 @@ so runs are shared between tests where a test only reads them.
 
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from interrupt import signal_at_step
 
 from alexnet.pipeline.loaders.contract import LoaderConfig, sample_order
 from alexnet.pipeline.store.manifest import read_manifest, shards_digest
@@ -202,23 +201,6 @@ def reference(trained, data, tmp_path_factory) -> tuple[str, Path, Path]:
     return kind, run, first_epoch
 
 
-def signal_when(run: Path, step: int, signum: int, done: threading.Event) -> threading.Thread:
-    """Send this process `signum` once metrics.jsonl has a train record at `step` or later."""
-
-    def watch() -> None:
-        while not done.is_set():
-            path = run / "metrics.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            if any(r["kind"] == "train" and r["step"] >= step for r in map(json.loads, lines)):
-                os.kill(os.getpid(), signum)
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    return thread
-
-
 def test_interrupted_every_way_ends_as_the_uninterrupted_run(reference, data, tmp_path):
     """An epoch-boundary stop, SIGTERM mid-epoch, SIGKILL after a --save-every checkpoint, each followed
     by --resume: the final weights and metrics are the uninterrupted run's, bit for bit. The first part
@@ -230,13 +212,8 @@ def test_interrupted_every_way_ends_as_the_uninterrupted_run(reference, data, tm
     assert first.exit_code == 0, first.output
     assert_same_weights(trained_run, run)
 
-    done = threading.Event()
-    watcher = signal_when(run, STEPS_PER_EPOCH + 1, signal.SIGTERM, done)
-    try:
+    with signal_at_step(run, STEPS_PER_EPOCH + 1, signal.SIGTERM):
         second = cli(data, *args, "--epochs", "2", "--resume", str(run))
-    finally:
-        done.set()
-        watcher.join()
     assert second.exit_code == 0, second.output
     state = torch.load(run / "last.pt", weights_only=False, mmap=True)["state"]
     assert 0 < state["batch_in_epoch"] < STEPS_PER_EPOCH and state["epoch"] == 1  # in the middle of epoch 1
