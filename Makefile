@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto  # pytest-xdist: one worker per core (docs/benchmarks.md, "Test suite")
+	$(PY) -m pytest -q -n auto --dist loadscope  # pytest-xdist: one worker per core, a module on one worker so its fixtures run once (docs/benchmarks.md, "Test suite")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
