@@ -3,7 +3,7 @@ model" blocks, on a synthetic ILSVRC tree, with only the size of the training cu
 
 Each line runs in bash with IMAGENET and SHARDS set, from a temporary folder (so `runs/` lands
 there); `alexnet-train` and torchrun lines get `--device cpu -b 4 -j 1 --epochs 1` appended (click
-takes the last value of a flag), which turns the paper's 90 epochs into one of 5 steps."""
+takes the last value of a flag), which turns the paper's 90 epochs into one of 4 steps."""
 
 import os
 import re
@@ -48,7 +48,7 @@ def test_the_quick_start_names_the_four_steps_and_torchrun() -> None:
 
 def test_the_quick_start_runs_on_a_synthetic_tree(tmp_path: Path) -> None:
     tree = tmp_path / "imagenet"
-    write_tree(tree, classes=3, train_per_class=8, val_per_class=4, seed=0)
+    write_tree(tree, classes=3, train_per_class=6, val_per_class=2, seed=0)  # 16 decodable train images, 6 val
     env = {
         **os.environ,
         "IMAGENET": str(tree),
@@ -65,4 +65,4 @@ def test_the_quick_start_runs_on_a_synthetic_tree(tmp_path: Path) -> None:
     assert (tmp_path / "shards" / "pca.json").is_file()
     assert (tmp_path / "runs" / "alexnet" / "best.pt").is_file()
     assert (tmp_path / "runs" / "alexnet-ddp" / "last.pt").is_file()
-    assert "stopped at epoch 1, step 2" in done.stdout  # torchrun's rank 0: 22 images over 2 ranks, batch 4
+    assert "stopped at epoch 1, step 2" in done.stdout  # torchrun's rank 0: 16 images over 2 ranks, batch 4

@@ -10,6 +10,7 @@ so runs are shared between tests where a test only reads them.
 
 import dataclasses
 import json
+import resource
 import shutil
 import signal
 import subprocess
@@ -262,19 +263,19 @@ def test_a_short_run_writes_its_partial_interval_and_tensorboard_events(short):
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(data, short, tmp_path):
-    """A file-size limit below a checkpoint's size stands in for a full disk: one line, no .tmp, last.pt as it was."""
+    """A file-size limit below a checkpoint's size stands in for a full disk: one line, no .tmp, last.pt as it
+    was. The limit is this process's for the run (python ignores SIGXFSZ, so a write past it fails with EFBIG)."""
     run = tmp_path / "run"
     shutil.copytree(short, run)
     before = (run / "last.pt").read_bytes()[-4096:], (run / "last.pt").stat().st_size
-    limit = 50 * 2**20
-    script = (
-        f"import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-        "from alexnet.tools.train import main; sys.argv[0] = 'alexnet-train'; main()"
-    )
-    args = ["--data", str(data), "--device", "cpu", "-b", "4", "-j", "2", "--loader", "torch", "--max-steps", "1"]
-    done = subprocess.run([sys.executable, "-c", script, *args, "--resume", str(run)], capture_output=True, text=True)
-    assert done.returncode == 1, done.stderr
-    (line,) = [x for x in done.stderr.splitlines() if x.startswith("Error:")]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50 * 2**20, hard))
+    try:
+        result = cli(data, "--loader", "torch", "--max-steps", "1", "--resume", str(run))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert result.exit_code == 1, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
     assert f"{run / 'last.pt'}: could not write" in line and "the previous last.pt is kept" in line
     assert not (run / "last.pt.tmp").exists()
     assert ((run / "last.pt").read_bytes()[-4096:], (run / "last.pt").stat().st_size) == before
