@@ -1,7 +1,7 @@
 """`alexnet-bench train`: the resident batch, the rate arithmetic, the verdict, and the command end to end.
 
 The command runs on a tiny prepared folder (22 train images) on the CPU with batch 2, logging every
-2 steps, one warm-up interval and two timed ones per row; the figures themselves are noise at that
+2 steps, one warm-up interval and one timed one per row; the figures themselves are noise at that
 size, so only their shape, sign and wording are checked, and which steps were timed.
 """
 
@@ -95,13 +95,13 @@ def test_parse_loaders():
 def test_bench_train_command(tiny_data, tmp_path):
     data = tiny_data
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
-    args = ["train", "--data", str(data), "--device", "cpu", "--log-every", "2", "--steps", "3", "--warmup", "1"]
+    args = ["train", "--data", str(data), "--device", "cpu", "--log-every", "2", "--steps", "1", "--warmup", "1"]
     args += ["-b", "2", "-j", "1", "--loader", "dali,torch", "--json", str(out), "--plot", str(chart)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["device"] == "cpu" and doc["batch_size"] == 2 and doc["compile"] is False
-    assert (doc["log_every"], doc["warmup"], doc["steps"]) == (2, 2, 4)  # rounded up to whole intervals
+    assert (doc["log_every"], doc["warmup"], doc["steps"]) == (2, 2, 2)  # rounded up to whole intervals
     assert doc["channels_last"] is False and doc["amp"] is False and doc["normalize"] == "mean"  # the CPU trainer's
     assert doc["ceiling"]["images_per_s"] > 0 and 0 <= doc["ceiling"]["data_wait"] < 1
     assert list(doc["loaders"]) == ["dali", "torch"]
