@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def logged_step(run: Path) -> int:
-    """The last train step `run`'s metrics.jsonl records (0 before the first)."""
+    """The last train step `run`'s metrics.jsonl records (0 before the first); a line still being written is not read."""
     path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []  # whole lines only
     return max((r["step"] for r in map(json.loads, lines) if r["kind"] == "train"), default=0)
 
 
