@@ -1,4 +1,4 @@
-"""Stopping an in-process `alexnet-train` the way a scheduler would: a signal to this process at a given step."""
+"""Watching a running `alexnet-train` (its last logged step) and stopping an in-process one the way a scheduler would."""
 
 import json
 import os

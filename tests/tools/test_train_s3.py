@@ -4,12 +4,12 @@ moto runs as its own process (DALI's `build()` holds the GIL, docs/design.md "Ob
 a relay in front of it stands for the server going away and coming back with its objects.
 """
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from interrupt import logged_step
 from s3_server import Gate, client, new_bucket, server_process, tool_env
 
 
@@ -19,12 +19,6 @@ def train(data: str, run: Path, endpoint: str, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "alexnet.tools.train", "--data", data, "--loader", "dali", "--device", "cpu"]
     cmd += ["-b", "4", "-j", "1", "--epochs", "2", "--log-every", "1", "--run-dir", str(run), *extra]
     return subprocess.Popen(cmd, env=tool_env(endpoint), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def train_steps(run: Path) -> int:
-    path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return sum(1 for line in lines if json.loads(line)["kind"] == "train")
 
 
 def test_store_stopping_mid_run_then_resume(tiny_data: Path, tmp_path: Path) -> None:
@@ -39,7 +33,7 @@ def test_store_stopping_mid_run_then_resume(tiny_data: Path, tmp_path: Path) -> 
         gate.open()
         proc = train(data, run, gate.url)
         deadline = time.monotonic() + 300
-        while proc.poll() is None and train_steps(run) == 0 and time.monotonic() < deadline:
+        while proc.poll() is None and logged_step(run) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         gate.shut()  # the server stops answering, mid-epoch 0
         out, err = proc.communicate(timeout=300)
