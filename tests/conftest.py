@@ -11,6 +11,13 @@ from shard_data import tiny_prepared
 
 from alexnet.pipeline.loaders.contract import default_workers
 
+# glibc hands blocks of 128 KiB and more straight back to the kernel, so every CPU training step
+# faulted its gradients and activations in again, zeroed page by page (2.7 million faults in a
+# 20-step trainer run, 40% of its time). Kept in the heap, they are reused: set here, before the
+# xdist workers start, so they and every process the tests start inherit it (docs/benchmarks.md,
+# "Test suite"). Nothing here changes what a run computes.
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker computes on its share of the cores (torch's threads here, and

@@ -7,6 +7,7 @@ HTTP to the server as they would to S3, configured only by the standard AWS vari
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -80,8 +81,12 @@ def server_process(**env: str) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@functools.cache
 def client(endpoint: str):
-    """A boto3 S3 client on `endpoint` with the tests' fake credentials (test setup and inspection only)."""
+    """A boto3 S3 client on `endpoint` with the tests' fake credentials (test setup and inspection only).
+
+    One per endpoint and process: making one reads botocore's service descriptions again (about
+    0.2 s); boto3's clients are thread-safe."""
     return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing").client(
         "s3", endpoint_url=endpoint, region_name=REGION
     )
