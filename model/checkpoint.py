@@ -115,15 +115,16 @@ def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     return [k for k, t in tensors.items() if t.is_floating_point() and not finite(t)]
 
 
-def detached(obj: Any) -> Any:
+def detached(obj: Any, copy: bool = True) -> Any:
     """`obj` with every tensor copied to the CPU (dicts, lists and tuples rebuilt), so that training can
-    go on changing the originals while the copy is written."""
+    go on changing the originals while the copy is written. With `copy=False` (nothing will change them
+    before the write ends) a tensor already on the CPU is taken as it is."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        return obj.detach().to("cpu", copy=copy)
     if isinstance(obj, Mapping):
-        return {k: detached(v) for k, v in obj.items()}
+        return {k: detached(v, copy) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(detached(v) for v in obj)
+        return type(obj)(detached(v, copy) for v in obj)
     return obj
 
 
