@@ -79,12 +79,12 @@ def test_prepare_pca_verify_on_s3_equal_local(source: Path, local: Path, s3_endp
 
 
 def test_sigkill_during_prepare_then_rerun_gives_identical_objects(
-    source: Path, local: Path, s3_endpoint: str, s3_bucket: str
+    source: Path, local: Path, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
     out = f"{s3_bucket}/p"
     proc = subprocess.Popen(
         [*TOOLS, *prepare_args(source, out)],
-        env=tool_env(s3_endpoint),
+        env=tool_env(s3_endpoint, TMPDIR=str(tmp_path)),  # its staging folder outlives the SIGKILL: keep it here
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
