@@ -1,5 +1,5 @@
-"""On CUDA: bf16 autocast with channels_last training, torch.compile, the towers across two GPUs, no host
-sync between log steps, and data-wait on the GPU clock."""
+"""On CUDA: bf16 autocast with channels_last training, torch.compile, the towers across two GPUs (and the
+fused SGD step over both), no host sync between log steps, and data-wait on the GPU clock."""
 
 import json
 import time
@@ -10,7 +10,7 @@ import torch
 
 from alexnet.model.alexnet import AlexNet
 from alexnet.model.towers import towers_from_alexnet
-from alexnet.model.train import TrainConfig, train
+from alexnet.model.train import TrainConfig, make_optimizer, train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -45,6 +45,23 @@ def test_towers_on_two_gpus_match_one_device() -> None:
     x = torch.randn(4, 3, 224, 224, device="cuda:0") * 50
     with torch.no_grad():
         torch.testing.assert_close(towers(x), single(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_fused_sgd_steps_the_towers_on_two_gpus_as_one_device() -> None:
+    """make_optimizer's fused SGD with one parameter group spread over two GPUs: torch's `_fused_sgd`
+    (torch/optim/sgd.py) groups each group's tensors by device and steps each device's own; after
+    one step the towers hold the single device's weights."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    single = AlexNet(num_classes=10, dropout=0.0).cuda(0)
+    towers = towers_from_alexnet(single, ("cuda:0", "cuda:1"))
+    x, y = torch.randn(4, 3, 224, 224, device="cuda:0") * 50, torch.arange(4, device="cuda:0")
+    for model in (single, towers):
+        optimizer = make_optimizer(model, TrainConfig())
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    torch.testing.assert_close(towers.to_alexnet().state_dict(), single.state_dict(), rtol=1e-4, atol=1e-5)
 
 
 class SyncForbidden:
