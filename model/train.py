@@ -131,12 +131,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     while ε is constant, differing only in the few steps after ε is divided.
 
     `fused=True` is torch's one-pass kernel on each device: one launch for all the tensors of a
-    group on a GPU instead of several, and three times faster than the per-tensor loop on the
-    CPU (0.15 → 0.05 s a step for AlexNet); torch's `_fused_sgd` (torch/optim/sgd.py) steps each
-    device's tensors of a group on their own, so the towers' two GPUs share the groups (a `cuda` test
-    settles it). Its rounding differs from the loop's in the last bits,
-    so a checkpoint saved by the loop resumes with the loop (`load_state_dict` restores each group's
-    `fused`), and exactly.
+    group on a GPU instead of several, and three times faster than the per-tensor loop on the CPU
+    (0.15 → 0.05 s a step for AlexNet). `_fused_sgd` (torch 2.13, torch/optim/sgd.py:512-516) steps
+    each device's tensors of a group on their own, so the towers' two GPUs share the groups (a
+    `cuda` test settles it). Its rounding differs from the loop's in the last bits, so a checkpoint
+    saved by the loop resumes with the loop (`load_state_dict` restores each group's `fused`), and
+    exactly.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

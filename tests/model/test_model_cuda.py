@@ -50,7 +50,7 @@ def test_towers_on_two_gpus_match_one_device() -> None:
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_fused_sgd_steps_the_towers_on_two_gpus_as_one_device() -> None:
     """make_optimizer's fused SGD with one parameter group spread over two GPUs: torch's `_fused_sgd`
-    (torch/optim/sgd.py) groups each group's tensors by device and steps each device's own; after
+    (torch/optim/sgd.py:512-516) groups each group's tensors by device and steps each device's own; after
     one step the towers hold the single device's weights."""
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
